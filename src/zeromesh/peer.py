@@ -1,0 +1,392 @@
+"""The peer: a discovery-mesh member an application embeds.
+
+A :class:`Peer` owns a context, four sockets (see :mod:`zeromesh.sockets`) and
+one loop thread that carries out what :class:`~zeromesh.protocol.PeerProtocol`
+decides. Applications talk to it from any thread: :meth:`Peer.publish`,
+:meth:`Peer.peers`, :meth:`Peer.next_event`, :meth:`Peer.recv`.
+
+Data messages are three frames: ``[topic, sender uuid, payload]``. Frames of
+another shape (a C peer's empty dummy message, say) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid as uuidlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import timing, wire
+from .logs import RateLimitedLog
+from .protocol import (
+    Action,
+    Behaviour,
+    ConnectData,
+    ConnectProxy,
+    DisconnectData,
+    DisconnectProxy,
+    Exit,
+    Notify,
+    PeerEvent,
+    PeerProtocol,
+    Phase,
+    Send,
+)
+from .sockets import PeerSockets, SocketPolicy
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[PeerEvent], None]
+
+
+@dataclass(frozen=True)
+class DataMessage:
+    topic: bytes
+    sender: str
+    payload: bytes
+
+
+MessageCallback = Callable[[DataMessage], None]
+
+
+class Peer:
+    """One member of a zeromesh discovery mesh.
+
+    >>> with Peer("tcp://127.0.0.1:5555") as p:   # doctest: +SKIP
+    ...     p.wait_ready(1.0)
+    ...     p.publish(b"topic", b"hello")
+    """
+
+    def __init__(
+        self,
+        proxy: str,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        advertise: str | None = None,
+        behaviour: Behaviour | None = None,
+        policy: SocketPolicy | None = None,
+        uuid: str | None = None,
+        lifetime: float | None = None,
+        on_event: EventCallback | None = None,
+        on_message: MessageCallback | None = None,
+        max_queued: int = 10_000,
+        schemes: frozenset[str] = wire.DEFAULT_SCHEMES,
+        sleep_before_term: float = 0.0,
+    ) -> None:
+        self.proxy = proxy
+        self.bind = bind
+        self.advertise = advertise
+        self.behaviour = behaviour or Behaviour()
+        self.policy = policy or SocketPolicy()
+        self.uuid = wire.validate_uuid(uuid) if uuid else str(uuidlib.uuid4())
+        self.lifetime = lifetime
+        self.schemes = schemes
+        self.sleep_before_term = sleep_before_term
+        self._on_event = on_event
+        self._on_message = on_message
+        self._events: queue.Queue[PeerEvent] = queue.Queue()
+        self._messages: queue.Queue[DataMessage] = queue.Queue(max_queued)
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, str] = {}
+        self._ready = threading.Event()
+        self._started = threading.Event()
+        self._done = threading.Event()
+        self._leave_requested = False
+        self._start_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._sockets: PeerSockets | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.endpoint: str | None = None
+        self.exit_reason: str | None = None
+        #: Problems seen on the wire, by reason; never fatal.
+        self.bad: Counter[str] = Counter()
+        self.dropped_messages = 0
+        self.protocol: PeerProtocol | None = None
+        self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self, timeout: float = 5.0) -> Peer:
+        """Bind, connect and start the loop thread. Raises what binding raised
+        (a bad endpoint, a port in use) in the caller's thread."""
+        if self._thread is not None:
+            raise RuntimeError("peer already started")
+        self._thread = threading.Thread(target=self._run, name=f"zeromesh-peer-{self.uuid[:8]}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("peer did not bind in time")
+        if self._start_error is not None:
+            self._thread.join(timeout)
+            self._close_wake()
+            raise self._start_error
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once this peer has heard its own ``C`` (it is in the mesh)."""
+        return self._ready.wait(timeout)
+
+    def leave(self) -> None:
+        """Start leaving (send ``D``); returns at once. See :meth:`stop`."""
+        with self._lock:
+            self._leave_requested = True
+        self._wake()
+
+    def stop(self, timeout: float = timing.LEAVE_TIMEOUT + 3.0) -> bool:
+        """Leave, wait for the loop to close everything, and return True if it
+        did within *timeout*. Idempotent. False means the context is stuck in
+        ``term`` (only possible with a seed-reproducing socket policy)."""
+        if self._thread is None:
+            self._close_wake()
+            return True
+        self.leave()
+        self._thread.join(timeout)
+        finished = not self._thread.is_alive()
+        if finished:
+            self._close_wake()
+        return finished
+
+    close = stop
+
+    def __enter__(self) -> Peer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait_done(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    # --- application API ---------------------------------------------------
+
+    def peers(self) -> dict[str, str]:
+        """uuid -> endpoint of every peer known now (this one included once ready)."""
+        with self._lock:
+            return dict(self._snapshot)
+
+    def next_event(self, timeout: float | None = None) -> PeerEvent | None:
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        """Send to every peer subscribed to *topic*'s prefix (all, by default).
+        Thread-safe; never blocks (PUB drops for slow subscribers at the HWM)."""
+        if self._sockets is None:
+            raise RuntimeError("peer not started")
+        self._sockets.publish([topic, self.uuid.encode("ascii"), payload])
+
+    def recv(self, timeout: float | None = None) -> DataMessage | None:
+        """The next data message (when no ``on_message`` callback was given)."""
+        try:
+            return self._messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # --- the loop -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # already woken, or closed
+
+    def _close_wake(self) -> None:
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _run(self) -> None:
+        try:
+            sockets = PeerSockets(
+                self.policy, self.bind, self.advertise, self.proxy, monitor_data=self.behaviour.expire
+            )
+        except BaseException as exc:  # reported to start()'s caller
+            self._start_error = exc
+            self._started.set()
+            self._done.set()
+            return
+        self._sockets = sockets
+        self.endpoint = sockets.endpoint
+        proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour)
+        self.protocol = proto
+        self._started.set()
+        try:
+            self._loop(sockets, proto)
+        except Exception:
+            log.exception("peer %s loop failed; closing", self.uuid)
+            self.exit_reason = "error"
+        finally:
+            sockets.close(term=False)
+            if self.sleep_before_term > 0:  # the seed's -sleep-at-exit
+                time.sleep(self.sleep_before_term)
+            sockets.ctx.term()
+            self._emit(PeerEvent("exit", self.uuid, sockets.endpoint, time.time(), self.exit_reason))
+            self._done.set()
+
+    def _loop(self, s: PeerSockets, proto: PeerProtocol) -> None:
+        b = self.behaviour
+        poller = zmq.Poller()
+        poller.register(s.proxy_sub, zmq.POLLIN)
+        poller.register(s.data_sub, zmq.POLLIN)
+        for m in s.monitors:
+            poller.register(m, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        start = time.monotonic()
+        end = start + self.lifetime if self.lifetime is not None else None
+        if self._apply(proto.start(start), s, proto):
+            return
+        while True:
+            now = time.monotonic()
+            if b.announce_every_turn:
+                timeout = timing.CLASSIC_TURN
+            else:
+                deadlines = [d for d in (proto.next_deadline(), end) if d is not None]
+                timeout = max(0.0, min(deadlines) - now) if deadlines else 1.0
+                if self.policy.kick:
+                    timeout = min(timeout, timing.KICK_INTERVAL)
+            ready = dict(poller.poll(int(timeout * 1000) if timeout > 0 else 0))
+            if self.policy.kick:
+                s.kick_pub()
+            now = time.monotonic()
+            actions: list[Action] = []
+            if self._wake_r in ready:
+                self._drain_wake()
+            with self._lock:
+                leave_now = self._leave_requested
+            if (leave_now or (end is not None and now >= end)) and proto.phase not in (Phase.LEAVING, Phase.DONE):
+                actions += proto.leave(now)
+            if s.proxy_sub in ready:
+                actions += self._read_discovery(s, proto, now)
+            if s.data_sub in ready:
+                self._read_data(s)
+            for m in s.monitors:
+                if m in ready:
+                    self._read_monitor(s, m, proto, now)
+            actions += proto.tick(now)
+            if self._apply(actions, s, proto):
+                return
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _read_discovery(self, s: PeerSockets, proto: PeerProtocol, now: float) -> list[Action]:
+        actions: list[Action] = []
+        # The classic loop reads one frame per turn (and so sends one C per frame).
+        budget = 1 if self.behaviour.announce_every_turn else 1000
+        for _ in range(budget):
+            try:
+                frames = s.proxy_sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 1:
+                self._bad("multipart", f"{len(frames)}-part discovery message")
+                continue
+            try:
+                msg = wire.decode(frames[0], self.schemes)
+            except wire.WireError as exc:
+                self._bad(exc.reason, str(exc))
+                continue
+            actions += proto.on_frame(msg, now)
+        return actions
+
+    def _read_data(self, s: PeerSockets) -> None:
+        for _ in range(1000):
+            try:
+                frames = s.data_sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 3:
+                self.bad["foreign-data"] += 1  # e.g. a C peer's empty dummy message
+                continue
+            try:
+                msg = DataMessage(frames[0], frames[1].decode("ascii"), frames[2])
+            except UnicodeDecodeError:
+                self.bad["foreign-data"] += 1
+                continue
+            if self._on_message is not None:
+                self._on_message(msg)
+            else:
+                try:
+                    self._messages.put_nowait(msg)
+                except queue.Full:
+                    self.dropped_messages += 1
+
+    def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
+        while (ev := s.read_monitor(m)) is not None:
+            if m is not s.data_monitor:
+                continue
+            endpoint = ev["endpoint"].decode() if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
+            if ev["event"] == zmq.EVENT_CONNECTED:
+                proto.on_data_connected(endpoint, now)
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                proto.on_data_disconnected(endpoint, now)
+
+    def _bad(self, reason: str, detail: str) -> None:
+        self.bad[reason] += 1
+        self._bad_log.warning("peer %s dropped a bad discovery frame: %s", self.uuid[:8], detail)
+
+    def _apply(self, actions: list[Action], s: PeerSockets, proto: PeerProtocol) -> bool:
+        """Carry out *actions*; True when the loop must end."""
+        for a in actions:
+            if isinstance(a, Send):
+                try:
+                    s.proxy_pub.send(wire.encode(a.msg), zmq.NOBLOCK)
+                except zmq.Again:
+                    self.bad["send-again"] += 1
+            elif isinstance(a, ConnectData):
+                self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)
+            elif isinstance(a, DisconnectData):
+                for _ in range(a.times):
+                    self._zmq_call("disconnect-data", s.data_sub.disconnect, a.endpoint)
+                s.after_disconnect(a.own)
+            elif isinstance(a, ConnectProxy):
+                self._zmq_call("connect-proxy", s.proxy_pub.connect, a.endpoint)
+            elif isinstance(a, DisconnectProxy):
+                self._zmq_call("disconnect-proxy", s.proxy_pub.disconnect, a.endpoint)
+            elif isinstance(a, Notify):
+                self._emit(a.event)
+            elif isinstance(a, Exit):
+                self.exit_reason = a.reason
+                return True
+        with self._lock:
+            self._snapshot = proto.snapshot()
+        return False
+
+    def _zmq_call(self, what: str, fn: Callable[[str], None], endpoint: str) -> None:
+        try:
+            fn(endpoint)
+        except zmq.ZMQError as exc:
+            # A disconnect of an endpoint already gone (duplicate disconnect,
+            # say) or a connect to something libzmq rejects: count, go on.
+            self.bad[f"{what}-{exc.errno}"] += 1
+            log.debug("%s %s failed: %s", what, endpoint, exc)
+
+    def _emit(self, ev: PeerEvent) -> None:
+        ev = dataclasses.replace(ev, t=time.time())
+        if ev.kind == "ready":
+            self._ready.set()
+        self._events.put(ev)
+        if self._on_event is not None:
+            try:
+                self._on_event(ev)
+            except Exception:
+                log.exception("on_event callback failed")

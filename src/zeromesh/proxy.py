@@ -1,0 +1,245 @@
+"""The discovery proxy: XSUB on an ephemeral port, XPUB on the well-known address.
+
+As in the seed, the XPUB's welcome message (``XPUB_WELCOME_MSG``) is a ``W``
+frame whose endpoint is the XSUB's real endpoint, so peers learn where to
+publish. Two modes:
+
+* ``directory`` (default): a Python loop that forwards frame by frame, drops
+  malformed frames (protecting C peers from garbage too), keeps a
+  :class:`~zeromesh.directory.Directory` and re-arms the welcome with it.
+* ``classic``: libzmq's own ``zmq_proxy`` (steerable, so it stops cleanly),
+  byte-identical to the seed's proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid as uuidlib
+from collections import Counter
+from typing import Any, Literal
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from . import timing, wire
+from .directory import Directory
+from .logs import RateLimitedLog
+from .sockets import advertised
+
+log = logging.getLogger(__name__)
+
+ProxyMode = Literal["directory", "classic"]
+
+
+class Proxy:
+    """A proxy on a thread of its own: :meth:`start`, then :meth:`stop`
+    (idempotent, bounded), or use it as a context manager."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:0",
+        *,
+        xsub_bind: str = "tcp://127.0.0.1:0",
+        advertise: str | None = None,
+        mode: ProxyMode = "directory",
+        uuid: str | None = None,
+        heartbeats: bool = True,
+        schemes: frozenset[str] = wire.DEFAULT_SCHEMES,
+    ) -> None:
+        self.mode = mode
+        self.uuid = wire.validate_uuid(uuid) if uuid else str(uuidlib.uuid4())
+        self.schemes = schemes
+        self.heartbeats = heartbeats
+        self.bad: Counter[str] = Counter()
+        self.forwarded = 0
+        self.subscriptions = 0
+        self.directory = Directory(self.uuid)
+        self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            self.xsub = self._socket(zmq.XSUB)
+            self.xsub.bind(xsub_bind)
+            self.xsub_endpoint = advertised(self.xsub.last_endpoint.decode(), advertise)
+            self.xpub = self._socket(zmq.XPUB)
+            self._welcome_version = -1
+            self._arm_welcome()
+            self.xpub.bind(bind)
+            self.endpoint = advertised(self.xpub.last_endpoint.decode(), advertise)
+            self.probe = self._socket(zmq.SUB)  # liveness of listed peers; no subscriptions
+            self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(
+                zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+            )
+            self.probe_monitor.setsockopt(zmq.LINGER, 0)
+            self._probed: set[str] = set()
+            self._probe_version = -1
+            if mode == "classic":
+                self.control = self._socket(zmq.PAIR)
+                self.control.bind(f"inproc://zeromesh-proxy-control-{self.uuid}")
+                self._control_peer = self._socket(zmq.PAIR)
+                self._control_peer.connect(f"inproc://zeromesh-proxy-control-{self.uuid}")
+        except BaseException:
+            self.ctx.destroy(linger=0)
+            raise
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        s: zmq.Socket[Any] = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)  # at creation, before bind/connect
+        if self.heartbeats and kind != zmq.PAIR:
+            s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
+            s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
+        s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+        return s
+
+    def _arm_welcome(self) -> None:
+        if self._welcome_version == self.directory.version:
+            return
+        ext = self.directory.welcome_ext() if self.mode == "directory" else {}
+        frame = wire.encode(wire.Message(wire.Command.WELCOME, self.uuid, self.xsub_endpoint, ext))
+        self.xpub.setsockopt(zmq.XPUB_WELCOME_MSG, frame)
+        self._welcome_version = self.directory.version
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> Proxy:
+        if self._thread is not None:
+            raise RuntimeError("proxy already started")
+        self._thread = threading.Thread(target=self._run, name="zeromesh-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        log.info("proxy %s: XPUB %s, XSUB %s (%s mode)", self.uuid, self.endpoint, self.xsub_endpoint, self.mode)
+        try:
+            if self.mode == "classic":
+                zmq.proxy_steerable(self.xsub, self.xpub, None, self.control)
+            else:
+                self._loop()
+        finally:
+            self._close_sockets()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop and close; idempotent and bounded. True if the loop ended in time."""
+        self._stop.set()
+        if self.mode == "classic" and not self._closed:
+            try:
+                self._control_peer.send(b"TERMINATE")
+            except zmq.ZMQError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        self._close_sockets()
+        return True
+
+    close = stop
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _close_sockets(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.probe.disable_monitor()
+        # Every socket had linger 0 from creation, so this term cannot hang.
+        self.ctx.destroy(linger=0)
+
+    # --- directory mode -----------------------------------------------------
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.xsub, zmq.POLLIN)
+        poller.register(self.xpub, zmq.POLLIN)
+        poller.register(self.probe_monitor, zmq.POLLIN)
+        d = self.directory
+        while not self._stop.is_set():
+            now = time.monotonic()
+            deadline = d.next_deadline()
+            timeout = timing.PROXY_POLL if deadline is None else min(timing.PROXY_POLL, max(0.0, deadline - now))
+            ready = dict(poller.poll(int(timeout * 1000)))
+            now = time.monotonic()
+            if self.xpub in ready:
+                self._forward_subscriptions()
+            if self.xsub in ready:
+                self._forward_frames(now)
+            if self.probe_monitor in ready:
+                self._read_probe(now)
+            gone = d.expire_due(now)
+            if gone:
+                log.info("proxy: %d unreachable peer(s) dropped from the directory", len(gone))
+            self._sync_probe()
+            self._arm_welcome()
+
+    def _forward_subscriptions(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.xpub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.subscriptions += 1
+            self.xsub.send_multipart(frames)
+
+    def _forward_frames(self, now: float) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.xsub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 1:
+                self._bad("multipart", f"{len(frames)}-part frame")
+                continue
+            try:
+                msg = wire.decode(frames[0], self.schemes)
+            except wire.WireError as exc:
+                self._bad(exc.reason, str(exc))
+                continue
+            out = self.directory.on_frame(msg, now)
+            if out is None:
+                self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")
+                continue
+            self.xpub.send(wire.encode(out))
+            self.forwarded += 1
+
+    def _read_probe(self, now: float) -> None:
+        while True:
+            try:
+                ev = recv_monitor_message(self.probe_monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ep = ev["endpoint"].decode() if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
+            if ev["event"] == zmq.EVENT_CONNECTED:
+                self.directory.on_up(ep)
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.directory.on_down(ep, now)
+
+    def _sync_probe(self) -> None:
+        if self._probe_version == self.directory.version:
+            return
+        self._probe_version = self.directory.version
+        want = self.directory.endpoints()
+        for ep in want - self._probed:
+            try:
+                self.probe.connect(ep)
+            except zmq.ZMQError as exc:
+                self.bad["probe-connect"] += 1
+                log.debug("probe connect %s: %s", ep, exc)
+        for ep in self._probed - want:
+            try:
+                self.probe.disconnect(ep)
+            except zmq.ZMQError:
+                pass
+        self._probed = want
+
+    def _bad(self, reason: str, detail: str) -> None:
+        self.bad[reason] += 1
+        self._bad_log.warning("proxy dropped a bad frame: %s", detail)

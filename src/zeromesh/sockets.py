@@ -1,0 +1,232 @@
+"""Socket lifecycle: how zeromesh creates, tends and closes libzmq sockets.
+
+This is where the seed's three problems live, and so where each of its
+behaviours can be switched back on to reproduce them (:class:`SocketPolicy`):
+
+* **memory growth**: a socket frees a departed connection's pipe, session and
+  buffers only when *it* processes its command queue (send, recv, poll,
+  ``getsockopt(EVENTS)``...). A bound PUB that never sends keeps them all.
+  zeromesh kicks the data PUB on every loop turn and at least every
+  :data:`~zeromesh.timing.KICK_INTERVAL` (``kick=True``).
+* **the ctx_term hang**: a socket that tears down a connection hands down the
+  linger value in force *at that moment*; listeners and sessions copy options
+  at bind/connect time. Linger set just before close (the seed's default,
+  ``LingerWhen.BEFORE_CLOSE``) or even right after bind does not reach them, and
+  a message queued for a vanished peer then waits forever in ``term``.
+  zeromesh sets linger when each socket is created (``LingerWhen.CREATION``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from . import timing
+
+log = logging.getLogger(__name__)
+
+_WILDCARDS = ("0.0.0.0", "*", "[::]", "::")
+
+
+class LingerWhen(str, enum.Enum):
+    CREATION = "creation"  # zeromesh default: before bind/connect
+    AFTER_BIND = "after-bind"  # right after bind/connect: still too late
+    BEFORE_CLOSE = "before-close"  # the seed's default: too late
+
+
+@dataclass(frozen=True)
+class SocketPolicy:
+    """libzmq-level choices of one peer. Defaults are zeromesh's."""
+
+    linger_ms: int = 0
+    linger_when: LingerWhen = LingerWhen.CREATION
+    #: getsockopt(EVENTS) on the data PUB every loop turn and on a timer.
+    kick: bool = True
+    #: Seed -poll-after-disconnect: poll the data PUB once after each disconnect.
+    poll_after_disconnect: bool = False
+    #: getsockopt(EVENTS) once after each disconnect (seed's #1256 attempt).
+    events_after_disconnect: bool = False
+    #: Seed -send-after-disconnect: send an empty message on the data PUB.
+    send_after_disconnect: bool = False
+    #: Seed -disable-reconnect: RECONNECT_IVL=-1 on the data SUB.
+    disable_reconnect: bool = False
+    #: Log every socket event of every socket (seed -monitor-sockets).
+    monitor_sockets: bool = False
+    #: ZMTP heartbeats on every connection (crash and partition detection).
+    heartbeats: bool = True
+
+    @classmethod
+    def classic(cls) -> SocketPolicy:
+        return cls(linger_when=LingerWhen.BEFORE_CLOSE, kick=False, heartbeats=False)
+
+
+def advertised(last_endpoint: str, advertise: str | None) -> str:
+    """The endpoint other hosts should connect to for a socket bound at
+    *last_endpoint*: the host replaced by *advertise* when given. A wildcard
+    bind without *advertise* is an error, since nobody can connect to it."""
+    parts = urlsplit(last_endpoint)
+    if parts.scheme != "tcp":
+        return last_endpoint
+    host, port = parts.hostname or "", parts.port
+    if advertise:
+        if ":" in advertise and not advertise.startswith("["):
+            advertise = f"[{advertise}]"
+        return f"tcp://{advertise}:{port}"
+    if host in _WILDCARDS or parts.netloc.startswith("[::]"):
+        raise ValueError(
+            f"bound on a wildcard address ({last_endpoint}); give an address to advertise"
+        )
+    return last_endpoint
+
+
+def kick(sock: zmq.Socket[Any]) -> None:
+    """Make *sock* process its command queue (frees departed connections)."""
+    sock.getsockopt(zmq.EVENTS)
+
+
+class PeerSockets:
+    """The four sockets of a peer, on a context of their own.
+
+    Thread use: everything here belongs to the peer's loop thread, except the
+    data PUB, which :meth:`publish` may use from any thread under
+    :attr:`pub_lock` (the loop's kicks take the same lock).
+    """
+
+    def __init__(
+        self,
+        policy: SocketPolicy,
+        bind: str,
+        advertise: str | None,
+        proxy: str,
+        monitor_data: bool,
+    ) -> None:
+        self.policy = policy
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.pub_lock = threading.Lock()
+        self._closed = False
+        #: monitor PAIR socket -> (monitored socket, its seed name)
+        self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], str]] = {}
+        self.data_monitor: zmq.Socket[Any] | None = None
+        try:
+            self.data_pub = self._socket(zmq.PUB, "dataPub")
+            self.data_pub.bind(bind)
+            self._after_bind(self.data_pub)
+            self.endpoint = advertised(self.data_pub.last_endpoint.decode(), advertise)
+            self.proxy_pub = self._socket(zmq.PUB, "proxyPub")
+            self.proxy_sub = self._socket(zmq.SUB, "proxySub")
+            # Subscribe before connecting, or the welcome is lost.
+            self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self.proxy_sub.connect(proxy)
+            self._after_bind(self.proxy_sub)
+            self.data_sub = self._socket(zmq.SUB, "dataSub")
+            if policy.disable_reconnect:
+                self.data_sub.setsockopt(zmq.RECONNECT_IVL, -1)
+            self.data_sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self._after_bind(self.data_sub)
+            self._after_bind(self.proxy_pub)
+            if monitor_data:
+                self.data_monitor = self._monitor(self.data_sub, "dataSub")
+        except BaseException:
+            self.close(term=True)
+            raise
+
+    # --- creation -------------------------------------------------------------
+
+    def _socket(self, kind: int, name: str) -> zmq.Socket[Any]:
+        p = self.policy
+        s: zmq.Socket[Any] = self.ctx.socket(kind)
+        if p.linger_when is LingerWhen.CREATION:
+            s.setsockopt(zmq.LINGER, p.linger_ms)
+        if p.heartbeats:
+            s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
+            s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
+        s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+        if p.monitor_sockets:
+            self._monitor(s, name)
+        return s
+
+    def _after_bind(self, s: zmq.Socket[Any]) -> None:
+        if self.policy.linger_when is LingerWhen.AFTER_BIND:
+            s.setsockopt(zmq.LINGER, self.policy.linger_ms)
+
+    def _monitor(self, s: zmq.Socket[Any], name: str) -> zmq.Socket[Any]:
+        for m, (owner, _) in self.monitors.items():
+            if owner is s:
+                return m
+        m: zmq.Socket[Any] = s.get_monitor_socket()
+        m.setsockopt(zmq.LINGER, 0)
+        self.monitors[m] = (s, name)
+        return m
+
+    # --- the data PUB -------------------------------------------------------
+
+    def kick_pub(self) -> None:
+        with self.pub_lock:
+            if not self._closed:
+                kick(self.data_pub)
+
+    def publish(self, frames: list[bytes]) -> None:
+        with self.pub_lock:
+            if self._closed:
+                raise RuntimeError("peer is closed")
+            self.data_pub.send_multipart(frames, zmq.NOBLOCK)
+
+    def after_disconnect(self, own: bool) -> None:
+        """The seed's after-disconnect workarounds, when switched on."""
+        p = self.policy
+        with self.pub_lock:
+            if p.poll_after_disconnect:
+                self.data_pub.poll(1, zmq.POLLIN | zmq.POLLOUT)
+            if p.events_after_disconnect:
+                kick(self.data_pub)
+            if p.send_after_disconnect and not own:
+                try:
+                    self.data_pub.send(b"", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+
+    # --- monitor events -----------------------------------------------------
+
+    def read_monitor(self, m: zmq.Socket[Any]) -> dict[str, Any] | None:
+        try:
+            ev = recv_monitor_message(m, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if self.policy.monitor_sockets:
+            log.info("socket %s: %s %s", self.monitors[m][1], ev["event"], ev.get("endpoint"))
+        return ev
+
+    # --- closing ------------------------------------------------------------
+
+    def close(self, term: bool = True) -> None:
+        """Close in the seed's order (data PUB, data SUB, proxy PUB, proxy SUB),
+        setting linger just before each close when the policy says so, then
+        terminate the context. Idempotent. With a late linger this may hang in
+        ``term``: that is the seed's bug, reproduced on purpose."""
+        with self.pub_lock:
+            if self._closed:
+                return
+            self._closed = True
+        monitored = {id(owner) for owner, _ in self.monitors.values()}
+        for name in ("data_pub", "data_sub", "proxy_pub", "proxy_sub"):
+            s: zmq.Socket[Any] | None = getattr(self, name, None)
+            if s is None or s.closed:
+                continue
+            if self.policy.linger_when is LingerWhen.BEFORE_CLOSE:
+                s.setsockopt(zmq.LINGER, self.policy.linger_ms)
+            if id(s) in monitored:
+                s.disable_monitor()
+            s.close()
+        for m in self.monitors:
+            m.close(linger=0)
+        if term:
+            self.ctx.term()

@@ -1,0 +1,66 @@
+"""Every timing constant zeromesh uses, in one place.
+
+All values are seconds unless the name says otherwise. Each one is a decision;
+the comment says why it has the value it has.
+"""
+
+from __future__ import annotations
+
+# --- announcing and leaving -------------------------------------------------
+
+#: First retry of our own ``C`` after the welcome. The first ``C`` usually
+#: races the proxy's subscription forwarding and is dropped by our proxy PUB,
+#: so the first retry must come quickly for a join in milliseconds.
+ANNOUNCE_RETRY_FIRST = 0.002
+#: Backoff cap for ``C`` (and ``D``) retries: bounds discovery traffic from a
+#: peer that cannot hear itself (proxy gone) to a few frames a second.
+ANNOUNCE_RETRY_MAX = 0.25
+#: The seed's loop: one ``zmq_poll`` of 1000 ms per turn, one ``C`` per turn.
+CLASSIC_TURN = 1.0
+
+#: How long a leaving peer waits for its own ``D`` to come back before it
+#: closes anyway. The seed waits forever; a dead proxy must not hang an exit.
+LEAVE_TIMEOUT = 2.0
+
+# --- the data PUB's command queue (memory growth, problem 1) ----------------
+
+#: Upper bound between two ``getsockopt(EVENTS)`` on the data PUB while the
+#: loop is otherwise idle. Every loop turn kicks too; this bounds the time a
+#: departed subscriber's pipe, session and buffers stay allocated.
+KICK_INTERVAL = 0.1
+
+# --- liveness (crash detection) ---------------------------------------------
+
+#: ZMTP heartbeat interval on every TCP connection zeromesh makes. libzmq
+#: answers PINGs natively, so classic C peers need no new code for it.
+HEARTBEAT_IVL = 0.5
+#: No traffic (heartbeats included) for this long and libzmq drops the
+#: connection: catches hosts that vanish without a TCP reset.
+HEARTBEAT_TIMEOUT = 1.5
+#: A peer whose data connection has been down this long is declared expired.
+#: Long enough to ride out a reconnect (100 ms ivl) after a blip, short
+#: enough that heartbeat timeout + grace stays under the 3 s budget.
+EXPIRE_GRACE = 1.0
+
+# --- sockets ----------------------------------------------------------------
+
+#: libzmq's reconnect interval for every connecting socket (ms). libzmq's own
+#: default; named here so the expiry arithmetic above has it in view.
+RECONNECT_IVL_MS = 100
+#: Reconnect backoff cap (ms): a proxy that is down for long is retried at
+#: this pace, so a restarted proxy is found within about this long.
+RECONNECT_IVL_MAX_MS = 500
+
+# --- processes --------------------------------------------------------------
+
+#: Bounded stop of a child process: SIGTERM/SIGINT, wait this long, SIGKILL.
+STOP_GRACE = 3.0
+#: How long a proxy waits in ``poll`` before it checks its stop flag; bounds
+#: the time between SIGINT/SIGTERM and a clean exit.
+PROXY_POLL = 0.1
+
+# --- logging ----------------------------------------------------------------
+
+#: At most one log line per this interval for malformed frames (they are
+#: always counted); a flood of garbage must not become a flood of logs.
+BAD_FRAME_LOG_INTERVAL = 5.0
