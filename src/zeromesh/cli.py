@@ -26,7 +26,7 @@ log = logging.getLogger("zeromesh")
 DEFAULT_PROXY = "tcp://127.0.0.1:5555"
 
 
-def _flag(p: argparse.ArgumentParser, name: str, *, seed: str | None = None, **kw: Any) -> None:
+def _flag(p: argparse._ActionsContainer, name: str, *, seed: str | None = None, **kw: Any) -> None:
     """Add ``--name`` and, when the seed has it, its single-dash spelling."""
     names = [f"--{name}"] + ([f"-{seed}"] if seed else [])
     p.add_argument(*names, **kw)

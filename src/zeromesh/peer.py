@@ -371,7 +371,7 @@ class Peer:
             self._snapshot = proto.snapshot()
         return False
 
-    def _zmq_call(self, what: str, fn: Callable[[str], None], endpoint: str) -> None:
+    def _zmq_call(self, what: str, fn: Callable[[str], object], endpoint: str) -> None:
         try:
             fn(endpoint)
         except zmq.ZMQError as exc:

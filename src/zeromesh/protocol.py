@@ -91,7 +91,7 @@ class Exit:
     reason: Literal["left", "timeout", "immediate"]
 
 
-Action = Union[Send, ConnectProxy, DisconnectProxy, ConnectData, DisconnectData, Notify, Exit]
+Action = Union[Send, ConnectProxy, DisconnectProxy, ConnectData, DisconnectData, Notify, Exit]  # noqa: UP007 (py3.10 alias)
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,6 @@ class PeerProtocol:
         return out
 
     def _on_connect(self, msg: Message, now: float) -> list[Action]:
-        b = self.behaviour
         out: list[Action] = []
         if msg.uuid == self.uuid:
             if msg.endpoint != self.endpoint:

@@ -26,7 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import timing, wire
 from .directory import Directory
 from .logs import RateLimitedLog
-from .sockets import advertised
+from .sockets import advertised, last_endpoint, set_transport_options
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ class Proxy:
         try:
             self.xsub = self._socket(zmq.XSUB)
             self.xsub.bind(xsub_bind)
-            self.xsub_endpoint = advertised(self.xsub.last_endpoint.decode(), advertise)
+            self.xsub_endpoint = advertised(last_endpoint(self.xsub), advertise)
             self.xpub = self._socket(zmq.XPUB)
             self._welcome_version = -1
             self._arm_welcome()
             self.xpub.bind(bind)
-            self.endpoint = advertised(self.xpub.last_endpoint.decode(), advertise)
+            self.endpoint = advertised(last_endpoint(self.xpub), advertise)
             self.probe = self._socket(zmq.SUB)  # liveness of listed peers; no subscriptions
             self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(
                 zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
@@ -89,12 +89,8 @@ class Proxy:
     def _socket(self, kind: int) -> zmq.Socket[Any]:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)  # at creation, before bind/connect
-        if self.heartbeats and kind != zmq.PAIR:
-            s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
-            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
-            s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
-        s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
-        s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+        if kind != zmq.PAIR:
+            set_transport_options(s, self.heartbeats)
         return s
 
     def _arm_welcome(self) -> None:

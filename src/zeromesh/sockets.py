@@ -86,6 +86,23 @@ def advertised(last_endpoint: str, advertise: str | None) -> str:
     return last_endpoint
 
 
+def last_endpoint(sock: zmq.Socket[Any]) -> str:
+    """The endpoint a socket actually bound (the port chosen for ``:0``)."""
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def set_transport_options(s: zmq.Socket[Any], heartbeats: bool) -> None:
+    """Heartbeats and reconnect pacing for every TCP connection (see timing.py)."""
+    if heartbeats:
+        s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
+        # TTL tells the remote side to drop us too if our pings stop.
+        s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
+    s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
+    s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+    s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)
+
+
 def kick(sock: zmq.Socket[Any]) -> None:
     """Make *sock* process its command queue (frees departed connections)."""
     sock.getsockopt(zmq.EVENTS)
@@ -118,7 +135,7 @@ class PeerSockets:
             self.data_pub = self._socket(zmq.PUB, "dataPub")
             self.data_pub.bind(bind)
             self._after_bind(self.data_pub)
-            self.endpoint = advertised(self.data_pub.last_endpoint.decode(), advertise)
+            self.endpoint = advertised(last_endpoint(self.data_pub), advertise)
             self.proxy_pub = self._socket(zmq.PUB, "proxyPub")
             self.proxy_sub = self._socket(zmq.SUB, "proxySub")
             # Subscribe before connecting, or the welcome is lost.
@@ -144,12 +161,7 @@ class PeerSockets:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         if p.linger_when is LingerWhen.CREATION:
             s.setsockopt(zmq.LINGER, p.linger_ms)
-        if p.heartbeats:
-            s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
-            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
-            s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
-        s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
-        s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+        set_transport_options(s, p.heartbeats)
         if p.monitor_sockets:
             self._monitor(s, name)
         return s
@@ -159,9 +171,9 @@ class PeerSockets:
             s.setsockopt(zmq.LINGER, self.policy.linger_ms)
 
     def _monitor(self, s: zmq.Socket[Any], name: str) -> zmq.Socket[Any]:
-        for m, (owner, _) in self.monitors.items():
+        for existing, (owner, _) in self.monitors.items():
             if owner is s:
-                return m
+                return existing
         m: zmq.Socket[Any] = s.get_monitor_socket()
         m.setsockopt(zmq.LINGER, 0)
         self.monitors[m] = (s, name)
@@ -203,7 +215,7 @@ class PeerSockets:
             return None
         if self.policy.monitor_sockets:
             log.info("socket %s: %s %s", self.monitors[m][1], ev["event"], ev.get("endpoint"))
-        return ev
+        return dict(ev)
 
     # --- closing ------------------------------------------------------------
 
