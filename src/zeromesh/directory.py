@@ -14,7 +14,7 @@ purposes:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +51,11 @@ class Directory:
         self.version = 0
         self._departed: OrderedDict[str, None] = OrderedDict()
         self._down_since: dict[str, float] = {}
+        self._endpoints: Counter[str] = Counter()
         self.expired = 0
 
     def endpoints(self) -> set[str]:
-        return {e.endpoint for e in self.entries.values()}
+        return set(self._endpoints)
 
     def on_frame(self, msg: Message, now: float) -> Message | None:
         """Update from a frame the proxy is forwarding; return the frame to
@@ -80,6 +81,7 @@ class Directory:
             self.seq += 1
             entry = Entry(msg.endpoint, self.seq)
             self.entries[msg.uuid] = entry
+            self._endpoints[msg.endpoint] += 1
             self._down_since.setdefault(msg.endpoint, now)
             self.version += 1
             while len(self.entries) > self.max_entries:
@@ -101,7 +103,7 @@ class Directory:
         self._down_since.pop(endpoint, None)
 
     def on_down(self, endpoint: str, now: float) -> None:
-        if endpoint in self.endpoints():
+        if endpoint in self._endpoints:
             self._down_since.setdefault(endpoint, now)
 
     def next_deadline(self) -> float | None:
@@ -122,6 +124,8 @@ class Directory:
 
     def _drop(self, uuid: str) -> None:
         entry = self.entries.pop(uuid)
-        if entry.endpoint not in self.endpoints():
+        self._endpoints[entry.endpoint] -= 1
+        if self._endpoints[entry.endpoint] <= 0:
+            del self._endpoints[entry.endpoint]
             self._down_since.pop(entry.endpoint, None)
         self.version += 1

@@ -41,7 +41,7 @@ from .protocol import (
     Phase,
     Send,
 )
-from .sockets import PeerSockets, SocketPolicy
+from .sockets import PeerSockets, SocketPolicy, canonical, liveness
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class Peer:
         self.bad: Counter[str] = Counter()
         self.dropped_messages = 0
         self.protocol: PeerProtocol | None = None
+        #: resolved endpoint (as monitor events name it) -> endpoint as announced
+        self._announced: dict[str, str] = {}
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
 
     # --- lifecycle ----------------------------------------------------------
@@ -332,12 +334,12 @@ class Peer:
 
     def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
         while (ev := s.read_monitor(m)) is not None:
-            if m is not s.data_monitor:
+            if m is not s.data_monitor or (change := liveness(ev)) is None:
                 continue
-            endpoint = ev["endpoint"].decode() if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
-            if ev["event"] == zmq.EVENT_CONNECTED:
+            endpoint = self._announced.get(change[0], change[0])
+            if change[1]:
                 proto.on_data_connected(endpoint, now)
-            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+            else:
                 proto.on_data_disconnected(endpoint, now)
 
     def _bad(self, reason: str, detail: str) -> None:
@@ -353,8 +355,10 @@ class Peer:
                 except zmq.Again:
                     self.bad["send-again"] += 1
             elif isinstance(a, ConnectData):
+                self._announced[canonical(a.endpoint)] = a.endpoint
                 self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)
             elif isinstance(a, DisconnectData):
+                self._announced.pop(canonical(a.endpoint), None)
                 for _ in range(a.times):
                     self._zmq_call("disconnect-data", s.data_sub.disconnect, a.endpoint)
                 s.after_disconnect(a.own)

@@ -26,7 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import timing, wire
 from .directory import Directory
 from .logs import RateLimitedLog
-from .sockets import advertised, last_endpoint, set_transport_options
+from .sockets import LIVENESS_EVENTS, advertised, canonical, last_endpoint, liveness, set_transport_options
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,10 @@ class Proxy:
             self.xpub.bind(bind)
             self.endpoint = advertised(last_endpoint(self.xpub), advertise)
             self.probe = self._socket(zmq.SUB)  # liveness of listed peers; no subscriptions
-            self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(
-                zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-            )
+            self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(LIVENESS_EVENTS)
             self.probe_monitor.setsockopt(zmq.LINGER, 0)
             self._probed: set[str] = set()
+            self._announced: dict[str, str] = {}  # resolved -> as announced
             self._probe_version = -1
             if mode == "classic":
                 self.control = self._socket(zmq.PAIR)
@@ -212,11 +211,14 @@ class Proxy:
                 ev = recv_monitor_message(self.probe_monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ep = ev["endpoint"].decode() if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
-            if ev["event"] == zmq.EVENT_CONNECTED:
-                self.directory.on_up(ep)
-            elif ev["event"] == zmq.EVENT_DISCONNECTED:
-                self.directory.on_down(ep, now)
+            change = liveness(dict(ev))
+            if change is None:
+                continue
+            endpoint = self._announced.get(change[0], change[0])
+            if change[1]:
+                self.directory.on_up(endpoint)
+            else:
+                self.directory.on_down(endpoint, now)
 
     def _sync_probe(self) -> None:
         if self._probe_version == self.directory.version:
@@ -224,12 +226,14 @@ class Proxy:
         self._probe_version = self.directory.version
         want = self.directory.endpoints()
         for ep in want - self._probed:
+            self._announced[canonical(ep)] = ep
             try:
                 self.probe.connect(ep)
             except zmq.ZMQError as exc:
                 self.bad["probe-connect"] += 1
                 log.debug("probe connect %s: %s", ep, exc)
         for ep in self._probed - want:
+            self._announced.pop(canonical(ep), None)
             try:
                 self.probe.disconnect(ep)
             except zmq.ZMQError:

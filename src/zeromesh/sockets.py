@@ -19,7 +19,10 @@ behaviours can be switched back on to reproduce them (:class:`SocketPolicy`):
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +104,50 @@ def set_transport_options(s: zmq.Socket[Any], heartbeats: bool) -> None:
     s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
     s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
     s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)
+    s.setsockopt(zmq.HANDSHAKE_IVL, timing.HANDSHAKE_IVL_MS)
+
+
+#: A connection is usable only once the ZMTP handshake succeeded: a stopped
+#: (SIGSTOP) process's kernel still accepts TCP, so CONNECTED proves nothing.
+_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_DOWN = (
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+LIVENESS_EVENTS = _UP | _DOWN
+
+
+def liveness(ev: dict[str, Any]) -> tuple[str, bool] | None:
+    """(endpoint, up) for a monitor event that says a connection came up or
+    went down; None for the others (retries, delays, closes)."""
+    kind = ev["event"]
+    if not kind & LIVENESS_EVENTS:
+        return None
+    raw = ev["endpoint"]
+    endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return endpoint, bool(kind & _UP)
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical(endpoint: str) -> str:
+    """*endpoint* with its host resolved to an address: monitor events name
+    the resolved address, while peers may announce a host name."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp" or not parts.hostname:
+        return endpoint
+    try:
+        ipaddress.ip_address(parts.hostname)
+        return endpoint
+    except ValueError:
+        pass
+    try:
+        addr = socket.getaddrinfo(parts.hostname, parts.port, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, UnicodeError):
+        return endpoint
+    host = f"[{addr}]" if ":" in str(addr) else str(addr)
+    return f"tcp://{host}:{parts.port}"
 
 
 def kick(sock: zmq.Socket[Any]) -> None:

@@ -56,6 +56,10 @@ RECONNECT_IVL_MAX_MS = 500
 #: 7.5 s after a 12 s partition healed; with this bound, about 0.5 s.
 CONNECT_TIMEOUT_MS = 1000
 
+#: Bound on the ZMTP handshake (ms; libzmq's default is 30 s). A stopped
+#: process's kernel still completes TCP, so only the handshake proves life.
+HANDSHAKE_IVL_MS = 2000
+
 # --- processes --------------------------------------------------------------
 
 #: Bounded stop of a child process: SIGTERM/SIGINT, wait this long, SIGKILL.
@@ -69,3 +73,19 @@ PROXY_POLL = 0.1
 #: At most one log line per this interval for malformed frames (they are
 #: always counted); a flood of garbage must not become a flood of logs.
 BAD_FRAME_LOG_INTERVAL = 5.0
+
+# --- the soak harness ---------------------------------------------------------
+
+#: A churner is hung when it has not exited this long after its lifetime plus
+#: LEAVE_TIMEOUT: covers interpreter start and a loaded 2-core machine with 50
+#: churners, while a real ctx_term hang never ends.
+HANG_GRACE = 5.0
+#: One psutil sample of the long-lived peer per second, as the seed's ``top``.
+SAMPLE_INTERVAL = 1.0
+#: Bound on one stack capture (py-spy or gdb attaching to a hung process).
+STACK_CAPTURE_TIMEOUT = 30.0
+#: Progress line interval when the live display is off (logs, CI).
+SOAK_LOG_INTERVAL = 10.0
+#: Samples of the first fifth of a soak, and at least its first this many
+#: seconds, are warm-up (allocator arenas, mesh filling) and left out of the slope.
+SOAK_WARMUP_MIN = 5.0
