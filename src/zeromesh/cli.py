@@ -17,13 +17,38 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, logs
+import zmq
+
+from . import __version__, logs, wire
 from .protocol import Behaviour, PeerEvent
 from .sockets import LingerWhen, SocketPolicy
 
 log = logging.getLogger("zeromesh")
 
 DEFAULT_PROXY = "tcp://127.0.0.1:5555"
+
+
+def _connect_endpoint(text: str) -> str:
+    """argparse type: an endpoint one can connect to (checked as the wire checks C frames)."""
+    try:
+        return wire.validate_endpoint(text)
+    except wire.WireError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bind_endpoint(text: str) -> str:
+    """argparse type: scheme://address, a tcp port 0-65535 or ``*`` (libzmq wraps bigger ones)."""
+    scheme, sep, rest = text.partition("://")
+    port = rest.rpartition(":")[2]
+    if not sep or not rest or (scheme == "tcp" and not (port == "*" or (port.isdigit() and int(port) < 65536))):
+        raise argparse.ArgumentTypeError(f"not a bind endpoint like tcp://127.0.0.1:0: {text!r}")
+    return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port 0-65535: {text!r}")
+    return int(text)
 
 
 def _flag(p: argparse._ActionsContainer, name: str, *, seed: str | None = None, **kw: Any) -> None:
@@ -34,12 +59,12 @@ def _flag(p: argparse._ActionsContainer, name: str, *, seed: str | None = None, 
 
 def add_peer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mesh")
-    _flag(g, "proxy", default=DEFAULT_PROXY, help="the proxy's well-known XPUB endpoint (default %(default)s)")
+    _flag(g, "proxy", type=_connect_endpoint, default=DEFAULT_PROXY, help="the proxy's well-known XPUB endpoint (default %(default)s)")
     life = g.add_mutually_exclusive_group()
     _flag(life, "seconds", seed="seconds", type=float, metavar="N", help="lifetime in seconds, then leave")
     _flag(life, "long-lived", seed="long-lived", action="store_true", help="never leave on its own (the default when --seconds is not given)")
-    _flag(g, "port", seed="port", type=int, default=0, metavar="N", help="data PUB port on 127.0.0.1 (0: ephemeral)")
-    _flag(g, "bind", metavar="ENDPOINT", help="data PUB bind endpoint (overrides --port), e.g. tcp://0.0.0.0:0")
+    _flag(g, "port", seed="port", type=_port, default=0, metavar="N", help="data PUB port on 127.0.0.1 (0: ephemeral)")
+    _flag(g, "bind", type=_bind_endpoint, metavar="ENDPOINT", help="data PUB bind endpoint (overrides --port), e.g. tcp://0.0.0.0:0")
     _flag(g, "advertise", metavar="HOST", help="host to announce instead of the bound one (needed with a wildcard bind)")
     _flag(g, "uuid", help="this peer's uuid (default: random)")
     _flag(g, "events", choices=["jsonl"], help="print ready/join/leave/exit events on stdout, one JSON object per line")
@@ -143,13 +168,14 @@ def cmd_peer(a: argparse.Namespace) -> int:
         on_event=_print_event if a.events == "jsonl" else None,
         sleep_before_term=a.sleep_at_exit,
     )
+    # Handlers first: a supervisor may signal as soon as it reads our ready line.
+    _stop_on_signals(peer.leave)
     try:
         peer.start()
-    except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
+    except (ValueError, OSError, zmq.ZMQError) as exc:  # ZMQError is not an OSError
         print(f"zeromesh peer: cannot start: {exc}", file=sys.stderr)
         return 2
     log.info("peer %s: data PUB %s, proxy %s", peer.uuid, peer.endpoint, a.proxy)
-    _stop_on_signals(peer.leave)
     while not peer.wait_done(0.2):
         pass
     return 1 if peer.exit_reason == "error" else 0
@@ -161,16 +187,17 @@ def cmd_proxy(a: argparse.Namespace) -> int:
     logs.setup(a.verbose + 1)
     try:
         proxy = Proxy(a.bind, xsub_bind=a.xsub_bind, advertise=a.advertise, mode=a.mode)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"zeromesh proxy: cannot start: {exc}", file=sys.stderr)
         return 2
+    # Handlers before the ready line: a supervisor may signal as soon as it reads it.
+    stop = _stop_on_signals(lambda: None)
+    proxy.start()
     if a.events == "jsonl":
         line = {"event": "ready", "role": "proxy", "uuid": proxy.uuid, "endpoint": proxy.endpoint,
                 "xsub": proxy.xsub_endpoint, "t": time.time()}
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
-    stop = _stop_on_signals(lambda: None)
-    proxy.start()
     stop.wait()
     return 0 if proxy.stop(1.0) else 1
 
@@ -185,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_peer)
 
     px = sub.add_parser("proxy", help="run the discovery proxy")
-    px.add_argument("--bind", default=DEFAULT_PROXY, help="well-known XPUB endpoint (default %(default)s)")
-    px.add_argument("--xsub-bind", default="tcp://127.0.0.1:0", help="XSUB endpoint (default: ephemeral port)")
+    px.add_argument("--bind", type=_bind_endpoint, default=DEFAULT_PROXY, help="well-known XPUB endpoint (default %(default)s)")
+    px.add_argument("--xsub-bind", type=_bind_endpoint, default="tcp://127.0.0.1:0", help="XSUB endpoint (default: ephemeral port)")
     px.add_argument("--advertise", metavar="HOST", help="host to put in the welcome instead of the bound one")
     px.add_argument("--mode", choices=["directory", "classic"], default="directory",
                     help="directory: zeromesh (O(N) joins, bad frames dropped); classic: libzmq's zmq_proxy, as the seed")
@@ -194,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("-v", "--verbose", action="count", default=0)
     px.set_defaults(func=cmd_proxy)
 
-    from . import harness_cli  # soak, matrix, bench, churn-worker, hang-demo
+    from . import bench, harness_cli  # soak, matrix, churn-worker, hang-demo; bench
 
     harness_cli.register(sub)
+    bench.register(sub)
     return parser
 
 
