@@ -120,6 +120,7 @@ class Behaviour:
     leave_timeout: float = timing.LEAVE_TIMEOUT
     retry_first: float = timing.ANNOUNCE_RETRY_FIRST
     retry_max: float = timing.ANNOUNCE_RETRY_MAX
+    retry_subscribed: float = timing.ANNOUNCE_RETRY_SUBSCRIBED
 
     @classmethod
     def classic(cls) -> Behaviour:
@@ -131,6 +132,12 @@ class Behaviour:
             use_directory=False,
             expire=False,
         )
+
+
+#: Bound on :attr:`PeerProtocol._heard_seqs`; past it, a permanent gap is assumed.
+MAX_HEARD_SEQS = 1024
+#: A resync ``C`` names at most this many missed entries (it stays one small frame).
+MAX_MISSING_NAMED = 256
 
 
 class Phase(enum.Enum):
@@ -176,6 +183,8 @@ class Counters:
     expired: int = 0
     replaced: int = 0
     reannounced: int = 0
+    #: Our C re-sent with "r": we found a gap in the directory we heard.
+    resyncs: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
 
 
@@ -195,11 +204,19 @@ class PeerProtocol:
         self.own_stamp: Stamp | None = None
         #: The directory position we were handed in the welcome.
         self.known_dir: Stamp | None = None
+        #: Directory positions heard past :attr:`known_dir` (see :meth:`_note_seq`).
+        self._heard_seqs: set[int] = set()
         self._refs: Counter[str] = Counter()
         self._down_since: dict[str, float] = {}
         self._next_send: float | None = None
         self._retry = self.behaviour.retry_first
         self._leave_deadline: float | None = None
+        #: The proxy's XSUB has subscribed to our proxy PUB (seen only with an
+        #: XPUB there): what we send now reaches the proxy.
+        self._subscribed = False
+        #: The socket layer reports that subscription (:meth:`on_proxy_subscription`):
+        #: then an unsubscribed send is not retried fast, the subscription triggers it.
+        self.watch_subscription = False
 
     # --- views ----------------------------------------------------------------
 
@@ -213,6 +230,11 @@ class PeerProtocol:
 
     def connected_endpoints(self) -> dict[str, int]:
         return dict(self._refs)
+
+    def pending_connections(self) -> int:
+        """Known peers' data connections not reported up by the monitor yet
+        (always 0 when expiry, and with it the monitor, is off)."""
+        return len(self._down_since)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (None: nothing scheduled)."""
@@ -235,6 +257,7 @@ class PeerProtocol:
         if msg.command is Command.WELCOME:
             return self._on_welcome(msg, now)
         if msg.command is Command.CONNECT:
+            self._note_seq(msg)
             return self._on_connect(msg, now)
         return self._on_disconnect(msg, now)
 
@@ -249,12 +272,26 @@ class PeerProtocol:
                 return self._finish("timeout", now)
             if b.announce_every_turn or (self._next_send is not None and now >= self._next_send):
                 out.append(self._send(Command.DISCONNECT, now))
-        elif self.phase is Phase.ANNOUNCING and not self.ready:
+        elif self.phase is Phase.ANNOUNCING:
+            # Not "while not self.ready": after a re-welcome we are still in our
+            # own table, yet must retry until the new proxy echoes our C.
             if b.announce_every_turn or (self._next_send is not None and now >= self._next_send):
                 out.append(self._send(Command.CONNECT, now))
         if b.expire:
             out.extend(self._expire_due(now))
         return out
+
+    def on_proxy_subscription(self, subscribed: bool, now: float) -> list[Action]:
+        """The proxy's XSUB (un)subscribed to our proxy PUB. Once subscribed,
+        what we send is no longer dropped: send the pending C (or D) now."""
+        self._subscribed = subscribed
+        if not subscribed or self.behaviour.announce_every_turn:
+            return []
+        if self.phase is Phase.ANNOUNCING:
+            return [self._send(Command.CONNECT, now)]
+        if self.phase is Phase.LEAVING:
+            return [self._send(Command.DISCONNECT, now)]
+        return []
 
     def leave(self, now: float) -> list[Action]:
         """The application (or the lifetime) asks to leave."""
@@ -284,9 +321,12 @@ class PeerProtocol:
             if self.proxy_endpoint is not None:
                 out.append(DisconnectProxy(self.proxy_endpoint))
             out.append(ConnectProxy(msg.endpoint))
-        new_proxy = msg.uuid != self.proxy_uuid
+            self._subscribed = False
         self.proxy_uuid, self.proxy_endpoint = msg.uuid, msg.endpoint
-        if b.use_directory and new_proxy:
+        # Every welcome, not only a new proxy's: after a partition heals the
+        # same proxy welcomes us again, and its directory is the only way back
+        # to the peers we expired meanwhile (they see no reason to re-announce).
+        if b.use_directory:
             out.extend(self._import_directory(msg, now))
         if self.phase is Phase.LEAVING:
             out.append(self._send(Command.DISCONNECT, now))
@@ -307,6 +347,7 @@ class PeerProtocol:
             self.known_dir = None
             return []
         self.known_dir = stamp
+        self._heard_seqs.clear()
         out: list[Action] = []
         for entry in entries:
             if not (isinstance(entry, list) and len(entry) >= 2):
@@ -314,9 +355,32 @@ class PeerProtocol:
             uuid, endpoint = entry[0], entry[1]
             if not (isinstance(uuid, str) and isinstance(endpoint, str)) or uuid == self.uuid:
                 continue
-            if uuid not in self.peers:
+            if uuid not in self.peers and endpoint != self.endpoint:
                 out.extend(self._add(uuid, endpoint, now))
         return out
+
+    def _note_seq(self, msg: Message) -> None:
+        """Advance :attr:`known_dir` past the entries we have since heard of.
+
+        The proxy numbers entries in order and forwards each new entry's ``C``
+        at once, so with k+1..m all heard we know every entry up to m. Our
+        retries then say so, and peers that joined after our welcome but were
+        heard by us do not re-announce (under concurrent joins most would).
+        A gap (an entry forwarded before our subscription was in) stops the
+        advance: the fallback is the conservative rule, never a missed peer.
+        """
+        k = self.known_dir
+        stamp = Stamp.from_ext(msg.ext)
+        if k is None or stamp is None or stamp.proxy != k.proxy or stamp.seq <= k.seq:
+            return
+        self._heard_seqs.add(stamp.seq)
+        seq = k.seq
+        while seq + 1 in self._heard_seqs:
+            seq += 1
+            self._heard_seqs.discard(seq)
+        self.known_dir = Stamp(k.proxy, seq)
+        if len(self._heard_seqs) > MAX_HEARD_SEQS:
+            self._heard_seqs.clear()  # a gap that never fills: stop tracking (bounded memory)
 
     def _on_connect(self, msg: Message, now: float) -> list[Action]:
         out: list[Action] = []
@@ -330,20 +394,34 @@ class PeerProtocol:
             if self.phase is Phase.ANNOUNCING:
                 self.phase = Phase.READY
                 self._next_send = None
+                if self._missed_entries():
+                    # Ask the peers we may have missed to re-announce (see _should_reannounce).
+                    self.counters.resyncs += 1
+                    out.append(self._send(Command.CONNECT, now, schedule=False, resync=True))
             if msg.uuid not in self.peers:
                 out.extend(self._add(msg.uuid, msg.endpoint, now))
                 out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now)))
             return out
+        if msg.endpoint == self.endpoint:
+            # Only we are reachable at our endpoint (a hostile frame, or a host
+            # advertising 127.0.0.1): never let another uuid evict us.
+            self.counters.ignored["other-uuid-own-endpoint"] += 1
+            return out
         known = self.peers.get(msg.uuid)
         if known is not None:
-            if known.endpoint != msg.endpoint:  # same peer, new endpoint: follow it
-                out.extend(self._remove(msg.uuid, now, "replaced", notify=False))
+            if known.endpoint != msg.endpoint:  # same peer, new endpoint: follow it (leave + join)
+                out.extend(self._remove(msg.uuid, now, "replaced", notify=True))
                 out.extend(self._add(msg.uuid, msg.endpoint, now))
+            elif msg.ext.get("r") and self._should_reannounce(msg):
+                self.counters.reannounced += 1
+                out.append(self._send(Command.CONNECT, now, schedule=False))
             return out
         out.extend(self._add(msg.uuid, msg.endpoint, now))
         if self._should_reannounce(msg):
             self.counters.reannounced += 1
-            out.append(self._send(Command.CONNECT, now, reset_backoff=False))
+            # A one-off reply: it must not arm the retry timer (in READY nothing
+            # would ever clear it, and the loop would spin on a past deadline).
+            out.append(self._send(Command.CONNECT, now, schedule=False))
         return out
 
     def _should_reannounce(self, newcomer: Message) -> bool:
@@ -360,7 +438,29 @@ class PeerProtocol:
         mine = self.own_stamp
         if known is None or mine is None or known.proxy != mine.proxy:
             return True
+        if not newcomer.ext.get("r"):
+            # Its welcome listed every entry up to k, and it hears every C
+            # forwarded after it; if it finds a gap, it asks again ("r").
+            return False
+        missing = newcomer.ext.get("m")
+        if isinstance(missing, list):
+            return mine.seq in missing  # it named the entries it missed
         return mine.seq > known.seq
+
+    def _missing_seqs(self) -> list[int] | None:
+        """The entries numbered between what we know and our own that we never
+        heard (None when too many to name: then every later one re-announces)."""
+        k, mine = self.known_dir, self.own_stamp
+        if k is None or mine is None or mine.seq - k.seq > MAX_MISSING_NAMED:
+            return None
+        return [s for s in range(k.seq + 1, mine.seq) if s not in self._heard_seqs]
+
+    def _missed_entries(self) -> bool:
+        """On hearing our own stamped C: did we miss an entry numbered below
+        ours? Every such entry's C was forwarded before ours, so a gap means
+        it went out between our welcome and our subscription."""
+        k, mine = self.known_dir, self.own_stamp
+        return k is not None and mine is not None and k.proxy == mine.proxy and k.seq < mine.seq - 1
 
     def _on_disconnect(self, msg: Message, now: float) -> list[Action]:
         if msg.uuid not in self.peers:
@@ -381,13 +481,21 @@ class PeerProtocol:
 
     # --- helpers ---------------------------------------------------------------
 
-    def _send(self, command: Command, now: float, reset_backoff: bool = False) -> Send:
+    def _send(self, command: Command, now: float, schedule: bool = True, resync: bool = False) -> Send:
         ext: dict[str, Any] = {}
         if command is Command.CONNECT and self.known_dir is not None:
             ext["k"] = self.known_dir.as_ext()
-        if not reset_backoff and not self.behaviour.announce_every_turn:
-            self._next_send = now + self._retry
-            self._retry = min(self._retry * 2, self.behaviour.retry_max)
+            if resync:
+                ext["r"] = 1
+                missing = self._missing_seqs()
+                if missing is not None:
+                    ext["m"] = missing
+        if schedule and not self.behaviour.announce_every_turn:
+            if self._subscribed or self.watch_subscription:
+                self._next_send = now + self.behaviour.retry_subscribed
+            else:  # may be dropped by our PUB: retry fast (dropped retries cost nothing)
+                self._next_send = now + self._retry
+                self._retry = min(self._retry * 2, self.behaviour.retry_max)
         self.counters.sent += 1
         return Send(Message(command, self.uuid, self.endpoint, ext))
 
@@ -407,6 +515,13 @@ class PeerProtocol:
             if self.behaviour.expire and endpoint != self.endpoint:
                 # Until the monitor reports it connected, it is "down".
                 self._down_since.setdefault(endpoint, now)
+        elif inherited and endpoint in self._down_since:
+            # The predecessor died: its connection is down and libzmq's
+            # reconnect backoff has grown. Dial the successor now and give it a
+            # grace of its own, or it expires on the dead one's account.
+            out.append(DisconnectData(endpoint))
+            out.append(ConnectData(endpoint))
+            self._down_since[endpoint] = now
         if uuid != self.uuid:
             self.counters.joins += 1
             out.append(Notify(PeerEvent("join", uuid, endpoint, now)))

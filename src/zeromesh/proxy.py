@@ -26,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import timing, wire
 from .directory import Directory
 from .logs import RateLimitedLog
+from .security import Gate, Security
 from .sockets import LIVENESS_EVENTS, advertised, canonical, last_endpoint, liveness, set_transport_options
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,11 @@ class Proxy:
         uuid: str | None = None,
         heartbeats: bool = True,
         schemes: frozenset[str] = wire.DEFAULT_SCHEMES,
+        security: Security | None = None,
     ) -> None:
         self.mode = mode
+        self.security = security
+        self.gate: Gate | None = None
         self.uuid = wire.validate_uuid(uuid) if uuid else str(uuidlib.uuid4())
         self.schemes = schemes
         self.heartbeats = heartbeats
@@ -62,6 +66,7 @@ class Proxy:
         self._closed = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         try:
+            self.gate = security.gate(self.ctx) if security else None  # before any bind
             self.xsub = self._socket(zmq.XSUB)
             self.xsub.bind(xsub_bind)
             self.xsub_endpoint = advertised(last_endpoint(self.xsub), advertise)
@@ -82,6 +87,8 @@ class Proxy:
                 self._control_peer = self._socket(zmq.PAIR)
                 self._control_peer.connect(f"inproc://zeromesh-proxy-control-{self.uuid}")
         except BaseException:
+            if self.gate is not None:
+                self.gate.stop()
             self.ctx.destroy(linger=0)
             raise
 
@@ -90,6 +97,9 @@ class Proxy:
         s.setsockopt(zmq.LINGER, 0)  # at creation, before bind/connect
         if kind != zmq.PAIR:
             set_transport_options(s, self.heartbeats)
+            if self.security is not None:  # CURVE role: the XSUB and XPUB bind, the probe connects
+                sec = self.security
+                (sec.apply_server if kind in (zmq.XSUB, zmq.XPUB) else sec.apply_client)(s)
         return s
 
     def _arm_welcome(self) -> None:
@@ -146,6 +156,8 @@ class Proxy:
             return
         self._closed = True
         self.probe.disable_monitor()
+        if self.gate is not None:
+            self.gate.stop()  # its thread owns a socket: stopped before destroy closes it
         # Every socket had linger 0 from creation, so this term cannot hang.
         self.ctx.destroy(linger=0)
 
@@ -156,6 +168,10 @@ class Proxy:
         poller.register(self.xsub, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(self.probe_monitor, zmq.POLLIN)
+        # Never readable (no subscriptions), but polling makes the probe process
+        # its commands: a disconnect completes only then. Unpolled, it kept
+        # dialling every expired peer's endpoint forever (problem 1's cause).
+        poller.register(self.probe, zmq.POLLIN)
         d = self.directory
         while not self._stop.is_set():
             now = time.monotonic()

@@ -32,10 +32,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import timing
+from .security import Gate, Security
 
 log = logging.getLogger(__name__)
 
 _WILDCARDS = ("0.0.0.0", "*", "[::]", "::")
+#: Flags as plain ints for the data hot path: pyzmq's enum arithmetic
+#: (``flags | SNDMORE`` in send_multipart) costs more than the send itself.
+NOBLOCK = int(zmq.NOBLOCK)
+SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+RCVMORE = int(zmq.RCVMORE)
 
 
 class LingerWhen(str, enum.Enum):
@@ -64,10 +70,13 @@ class SocketPolicy:
     monitor_sockets: bool = False
     #: ZMTP heartbeats on every connection (crash and partition detection).
     heartbeats: bool = True
+    #: Proxy PUB as an XPUB (verbose): the peer sees the proxy subscribe, sends
+    #: its C then, and needs no fast retries (the seed's PUB drops its first C).
+    watch_subscription: bool = True
 
     @classmethod
     def classic(cls) -> SocketPolicy:
-        return cls(linger_when=LingerWhen.BEFORE_CLOSE, kick=False, heartbeats=False)
+        return cls(linger_when=LingerWhen.BEFORE_CLOSE, kick=False, heartbeats=False, watch_subscription=False)
 
 
 def advertised(last_endpoint: str, advertise: str | None) -> str:
@@ -170,8 +179,11 @@ class PeerSockets:
         advertise: str | None,
         proxy: str,
         monitor_data: bool,
+        security: Security | None = None,
     ) -> None:
         self.policy = policy
+        self.security = security
+        self.gate: Gate | None = None
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.pub_lock = threading.Lock()
         self._closed = False
@@ -179,11 +191,17 @@ class PeerSockets:
         self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], str]] = {}
         self.data_monitor: zmq.Socket[Any] | None = None
         try:
+            # The allow-list's ZAP handler, up before the data PUB binds.
+            self.gate = security.gate(self.ctx) if security else None
             self.data_pub = self._socket(zmq.PUB, "dataPub")
             self.data_pub.bind(bind)
             self._after_bind(self.data_pub)
             self.endpoint = advertised(last_endpoint(self.data_pub), advertise)
-            self.proxy_pub = self._socket(zmq.PUB, "proxyPub")
+            self.proxy_pub = self._socket(zmq.XPUB if policy.watch_subscription else zmq.PUB, "proxyPub")
+            if policy.watch_subscription:
+                # Every subscribe is passed up, so a new XSUB connection is seen
+                # even while the old one is still attached.
+                self.proxy_pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.proxy_sub = self._socket(zmq.SUB, "proxySub")
             # Subscribe before connecting, or the welcome is lost.
             self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -209,6 +227,8 @@ class PeerSockets:
         if p.linger_when is LingerWhen.CREATION:
             s.setsockopt(zmq.LINGER, p.linger_ms)
         set_transport_options(s, p.heartbeats)
+        if self.security is not None:  # CURVE role: only the data PUB binds
+            (self.security.apply_server if name == "dataPub" else self.security.apply_client)(s)
         if p.monitor_sockets:
             self._monitor(s, name)
         return s
@@ -221,7 +241,9 @@ class PeerSockets:
         for existing, (owner, _) in self.monitors.items():
             if owner is s:
                 return existing
-        m: zmq.Socket[Any] = s.get_monitor_socket()
+        # Only the liveness events unless logging all: a full mesh's connects
+        # otherwise cost the loop ~3 monitor messages each (the data SUB's).
+        m: zmq.Socket[Any] = s.get_monitor_socket(None if self.policy.monitor_sockets else LIVENESS_EVENTS)
         m.setsockopt(zmq.LINGER, 0)
         self.monitors[m] = (s, name)
         return m
@@ -232,12 +254,30 @@ class PeerSockets:
         with self.pub_lock:
             if not self._closed:
                 kick(self.data_pub)
+                # The proxy PUB too (loop thread only, like this call): a stale
+                # XSUB connection dropped after a re-welcome is torn down only
+                # when it processes its commands, and a ready peer sends nothing.
+                kick(self.proxy_pub)
+
+    def proxy_subscriptions(self) -> list[bool]:
+        """Drain the proxy XPUB's (un)subscribe messages: True = subscribed."""
+        out: list[bool] = []
+        while True:
+            try:
+                msg = self.proxy_pub.recv(NOBLOCK)
+            except zmq.Again:
+                return out
+            if msg[:1] in (b"\x00", b"\x01"):
+                out.append(msg[:1] == b"\x01")
 
     def publish(self, frames: list[bytes]) -> None:
         with self.pub_lock:
             if self._closed:
                 raise RuntimeError("peer is closed")
-            self.data_pub.send_multipart(frames, zmq.NOBLOCK)
+            send = self.data_pub.send
+            for f in frames[:-1]:
+                send(f, SNDMORE_NOBLOCK)
+            send(frames[-1], NOBLOCK)
 
     def after_disconnect(self, own: bool) -> None:
         """The seed's after-disconnect workarounds, when switched on."""
@@ -287,5 +327,7 @@ class PeerSockets:
             s.close()
         for m in self.monitors:
             m.close(linger=0)
+        if self.gate is not None:
+            self.gate.stop()  # its ZAP socket would keep term waiting
         if term:
             self.ctx.term()

@@ -15,6 +15,11 @@ ANNOUNCE_RETRY_FIRST = 0.002
 #: Backoff cap for ``C`` (and ``D``) retries: bounds discovery traffic from a
 #: peer that cannot hear itself (proxy gone) to a few frames a second.
 ANNOUNCE_RETRY_MAX = 0.25
+#: Retry of ``C`` (and ``D``) once the proxy's subscription is seen (an XPUB
+#: proxy PUB): that frame cannot be dropped, so a retry is only a safety net,
+#: and a fast one would cost N deliveries each time a loaded proxy is slow to
+#: echo (a retry storm under load).
+ANNOUNCE_RETRY_SUBSCRIBED = 1.0
 #: The seed's loop: one ``zmq_poll`` of 1000 ms per turn, one ``C`` per turn.
 CLASSIC_TURN = 1.0
 
@@ -35,11 +40,17 @@ KICK_INTERVAL = 0.1
 #: answers PINGs natively, so classic C peers need no new code for it.
 HEARTBEAT_IVL = 0.5
 #: No traffic (heartbeats included) for this long and libzmq drops the
-#: connection: catches hosts that vanish without a TCP reset.
-HEARTBEAT_TIMEOUT = 1.5
+#: connection: catches hosts that vanish without a TCP reset. libzmq arms this
+#: timer at the first PING after the last traffic, so a silent link is dropped
+#: up to IVL + TIMEOUT after it went quiet: measured 2.00 s with 1.5 here, which
+#: plus the grace put partition detection at 3.00 s, on the 3 s bound
+#: (docs/liveness.md); 1.0 gives 1.5 + 1.0 = 2.5 s. Cost: a link silent for
+#: more than about 0.5-1 s is dropped (and reconnected if it comes back).
+HEARTBEAT_TIMEOUT = 1.0
 #: A peer whose data connection has been down this long is declared expired.
-#: Long enough to ride out a reconnect (100 ms ivl) after a blip, short
-#: enough that heartbeat timeout + grace stays under the 3 s budget.
+#: Long enough for a reconnect after a blip (backoff 100, 200, 400 ms) and for
+#: a first connect + handshake; crash detection (process gone, kernel alive:
+#: a reset at once) takes this long, partitions IVL + TIMEOUT more.
 EXPIRE_GRACE = 1.0
 
 # --- sockets ----------------------------------------------------------------

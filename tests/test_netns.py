@@ -1,0 +1,78 @@
+"""A mesh across hosts built with network namespaces: a proxy on one host, peers
+on two others, every process a real ``zeromesh`` child. Cutting one host's link
+expires its peers on the other side within the bound; healing lets them rejoin.
+
+Needs root and iproute2 (skipped with the reason otherwise); CI here runs as
+root. Nothing may be left behind: namespaces, links and processes are checked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import wait_for
+from netns import HostMesh, Topology, available, cleanup_stale, netns_names
+
+OK, WHY = available()
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not OK, reason=f"network namespaces unavailable: {WHY}"),
+]
+
+PREFIX = "zmtest"
+#: The issue's bound on detecting a vanished peer (default settings).
+EXPIRE_BOUND = 3.0
+#: Rejoin after the link is back: reconnect (CONNECT_TIMEOUT bounded) + welcome + C.
+HEAL_BOUND = 3.0
+START = 10.0
+
+
+def root_links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True, text=True, timeout=10)
+    return sorted(line.split(":", 2)[1].strip() for line in out.stdout.splitlines())
+
+
+@pytest.fixture
+def mesh() -> Iterator[HostMesh]:
+    cleanup_stale(PREFIX)  # leftovers of a killed run (never a live run's)
+    links_before = root_links()
+    topo = Topology(["px", "a", "b"], prefix=PREFIX)
+    try:
+        m = HostMesh(topo, per_host=2, start_timeout=START)
+        try:
+            yield m
+        finally:
+            m.close()
+    finally:
+        topo.close()
+    assert not [n for n in netns_names() if n.startswith(topo.id)], "namespaces left behind"
+    assert root_links() == links_before, "links left behind in the root namespace"
+
+
+def test_mesh_spans_hosts_and_heals_after_a_partition(mesh: HostMesh) -> None:
+    for host, cs in mesh.peers.items():  # each announces its host's address, not the wildcard
+        assert all(mesh.endpoint[c].startswith(f"tcp://{mesh.topo.addr(host)}:") for c in cs)
+    assert wait_for(mesh.full, START), "no full mesh across hosts"
+
+    marks = mesh.marks()
+    cut_at = time.time()
+    mesh.topo.cut("b")
+    # Each side expires the other: no RST ever arrives, only heartbeats tell.
+    for gone in mesh.across("leave", marks, EXPIRE_BOUND + 3.0):
+        assert len(gone) == 2, f"not expired across the cut: {gone}"
+        assert all(e["reason"] == "expired" for e in gone.values())
+        worst = max(float(e["t"]) for e in gone.values()) - cut_at
+        assert worst <= EXPIRE_BOUND, f"expired {worst:.2f} s after the cut"
+
+    marks = mesh.marks()
+    healed_at = time.time()
+    mesh.topo.heal("b")
+    for back in mesh.across("join", marks, HEAL_BOUND + 3.0):
+        assert len(back) == 2, f"did not rejoin after the heal: {back}"
+        worst = max(float(e["t"]) for e in back.values()) - healed_at
+        assert worst <= HEAL_BOUND, f"rejoined {worst:.2f} s after the heal"
+    assert mesh.full()
