@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from . import __version__, logs, wire
+from . import __version__, logs, security, wire
 from .protocol import Behaviour, PeerEvent
 from .sockets import LingerWhen, SocketPolicy
 
@@ -156,6 +156,11 @@ def cmd_peer(a: argparse.Namespace) -> int:
 
     logs.setup(a.verbose)
     behaviour, policy = peer_config(a)
+    try:
+        sec = security.from_args(a)
+    except security.SecurityError as exc:
+        print(f"zeromesh peer: {exc}", file=sys.stderr)
+        return 2
     bind = a.bind or f"tcp://127.0.0.1:{a.port}"
     peer = Peer(
         a.proxy,
@@ -167,6 +172,7 @@ def cmd_peer(a: argparse.Namespace) -> int:
         lifetime=None if a.long_lived else a.seconds,
         on_event=_print_event if a.events == "jsonl" else None,
         sleep_before_term=a.sleep_at_exit,
+        security=sec,
     )
     # Handlers first: a supervisor may signal as soon as it reads our ready line.
     _stop_on_signals(peer.leave)
@@ -186,7 +192,12 @@ def cmd_proxy(a: argparse.Namespace) -> int:
 
     logs.setup(a.verbose + 1)
     try:
-        proxy = Proxy(a.bind, xsub_bind=a.xsub_bind, advertise=a.advertise, mode=a.mode)
+        sec = security.from_args(a)
+    except security.SecurityError as exc:
+        print(f"zeromesh proxy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        proxy = Proxy(a.bind, xsub_bind=a.xsub_bind, advertise=a.advertise, mode=a.mode, security=sec)
     except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"zeromesh proxy: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("peer", help="run one mesh peer")
     add_peer_args(pp)
+    security.add_args(pp)
     pp.set_defaults(func=cmd_peer)
 
     px = sub.add_parser("proxy", help="run the discovery proxy")
@@ -219,12 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="directory: zeromesh (O(N) joins, bad frames dropped); classic: libzmq's zmq_proxy, as the seed")
     px.add_argument("--events", choices=["jsonl"], help="print a ready line (with the XSUB endpoint) on stdout")
     px.add_argument("-v", "--verbose", action="count", default=0)
+    security.add_args(px)
     px.set_defaults(func=cmd_proxy)
 
     from . import bench, harness_cli  # soak, matrix, churn-worker, hang-demo; bench
 
     harness_cli.register(sub)
     bench.register(sub)
+    security.register(sub)  # keygen
     return parser
 
 
