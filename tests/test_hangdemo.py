@@ -1,0 +1,52 @@
+"""The deterministic ctx_term hang, its fix, and stack capture of a hung process."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from zeromesh import stacks
+
+pytestmark = pytest.mark.timeout(40)
+
+#: How long a hung hang-demo is given to prove it is stuck: its term() runs
+#: within milliseconds of the start, so a live process after this is stuck.
+STUCK_AFTER = 2.0
+
+
+def _demo(zeromesh_exe: list[str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*zeromesh_exe, "hang-demo", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("kind", ["pub", "push"])
+def test_early_linger_terminates(zeromesh_exe: list[str], kind: str) -> None:
+    p = _demo(zeromesh_exe, "--early-linger", "--socket", kind)
+    _, err = p.communicate(timeout=15)
+    assert p.returncode == 0
+    assert b"term() returned" in err
+
+
+@pytest.mark.parametrize("kind", ["pub", "push"])
+def test_late_linger_hangs_in_ctx_term_and_stacks_show_it(zeromesh_exe: list[str], kind: str) -> None:
+    p = _demo(zeromesh_exe, "--socket", kind)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(STUCK_AFTER)
+        tool, text = stacks.capture(p.pid)
+        if tool == "none":
+            pytest.skip("neither py-spy nor gdb can attach here: " + text[:200])
+        assert "zmq_ctx_term" in text
+        if tool == "py-spy":
+            assert "hangdemo.py" in text  # the Python frames too
+    finally:
+        p.kill()
+        p.communicate(timeout=10)
+    assert p.returncode == -9
+
+
+def test_capture_without_tools_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stacks, "find_tool", lambda name: None)
+    tool, text = stacks.capture(1)
+    assert tool == "none"
+    assert "py-spy" in text and "gdb" in text
