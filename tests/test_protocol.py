@@ -535,3 +535,60 @@ class ProtocolMachine(RuleBasedStateMachine):
 
 TestProtocolMachine = ProtocolMachine.TestCase
 TestProtocolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+# --- O(N) joins under concurrent starts (k advances; resync names what was missed) ---------
+
+
+def dir_welcome(seq: int, entries: list[tuple[str, str]]) -> Message:
+    return W({"p": PROXY, "s": seq, "dir": [list(e) for e in entries]})
+
+
+def test_known_position_advances_over_stamps_heard_in_order() -> None:
+    p = PeerProtocol(ME, MY_EP)
+    p.start(0.0)
+    p.on_frame(dir_welcome(3, [(uid(1), ep(1)), (uid(2), ep(2)), (uid(3), ep(3))]), 0.0)
+    p.on_frame(C(uid(5), ep(5), {"p": PROXY, "s": 5}), 0.01)  # 4 not heard yet: k stays
+    assert sends(p.tick(1.0), Command.CONNECT)[0].ext["k"] == {"p": PROXY, "s": 3}
+    p.on_frame(C(uid(4), ep(4), {"p": PROXY, "s": 4}), 0.02)  # gap filled: k jumps to 5
+    assert sends(p.tick(2.0), Command.CONNECT)[0].ext["k"] == {"p": PROXY, "s": 5}
+
+
+def test_no_reannounce_to_a_newcomer_that_carries_a_position_unless_it_names_us() -> None:
+    p = ready_peer(stamp=7)
+    out = p.on_frame(C(uid(2), ep(2), {"k": {"p": PROXY, "s": 3}, "p": PROXY, "s": 9}), 1.0)
+    assert ConnectData(ep(2)) in out and not sends(out, Command.CONNECT)  # it heard our C after its welcome
+    asked = {"k": {"p": PROXY, "s": 3}, "r": 1, "m": [7], "p": PROXY, "s": 9}
+    assert sends(p.on_frame(C(uid(2), ep(2), asked), 1.1), Command.CONNECT) == [C(ME, MY_EP)]
+    not_us = dict(asked, m=[5, 6])
+    assert not sends(p.on_frame(C(uid(2), ep(2), not_us), 1.2), Command.CONNECT)
+
+
+def test_a_newcomer_that_missed_entries_asks_for_exactly_those() -> None:
+    p = PeerProtocol(ME, MY_EP)
+    p.start(0.0)
+    p.on_frame(dir_welcome(2, [(uid(1), ep(1)), (uid(2), ep(2))]), 0.0)
+    p.on_frame(C(uid(4), ep(4), {"p": PROXY, "s": 4}), 0.01)  # 3 went out before we subscribed
+    out = p.on_frame(C(ME, MY_EP, {"p": PROXY, "s": 5}), 0.02)  # our own C, stamped 5
+    assert p.ready and p.counters.resyncs == 1
+    (resync,) = sends(out, Command.CONNECT)
+    assert resync.ext["r"] == 1 and resync.ext["m"] == [3]
+
+
+def test_no_resync_when_nothing_was_missed() -> None:
+    p = PeerProtocol(ME, MY_EP)
+    p.start(0.0)
+    p.on_frame(dir_welcome(2, [(uid(1), ep(1)), (uid(2), ep(2))]), 0.0)
+    p.on_frame(C(uid(3), ep(3), {"p": PROXY, "s": 3}), 0.01)
+    out = p.on_frame(C(ME, MY_EP, {"p": PROXY, "s": 4}), 0.02)
+    assert p.ready and not sends(out, Command.CONNECT) and p.counters.resyncs == 0
+
+
+def test_c_waits_for_the_proxy_subscription_when_the_socket_layer_reports_it() -> None:
+    p = PeerProtocol(ME, MY_EP)
+    p.watch_subscription = True
+    p.start(0.0)
+    assert sends(p.on_frame(W(), 0.0), Command.CONNECT)  # may be dropped: no fast retry for it
+    assert not sends(p.tick(0.1), Command.CONNECT)
+    assert sends(p.on_proxy_subscription(True, 0.2), Command.CONNECT)  # now it cannot be dropped
+    assert p.next_deadline() == pytest.approx(0.2 + timing.ANNOUNCE_RETRY_SUBSCRIBED)

@@ -100,3 +100,12 @@ SOAK_LOG_INTERVAL = 10.0
 #: Samples of the first fifth of a soak, and at least its first this many
 #: seconds, are warm-up (allocator arenas, mesh filling) and left out of the slope.
 SOAK_WARMUP_MIN = 5.0
+
+# --- benchmarks ---------------------------------------------------------------
+
+#: Bound on every wait in the benchmark suite: a benchmark that stalls reports
+#: it (a missing figure), never hangs the run.
+BENCH_WAIT_CAP = 60.0
+#: Polling interval of the suite's bounded waits on mesh state: well under the
+#: millisecond-scale figures it measures, yet no busy loop.
+BENCH_POLL = 0.002

