@@ -42,7 +42,6 @@ def _snapshot() -> tuple[set[int], set[int], int]:
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     threads0, children0, fds0 = _snapshot()
     yield
-    me = psutil.Process()
 
     def clean() -> bool:
         threads, children, fds = _snapshot()
@@ -50,7 +49,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 
     if wait_for(clean, LEAK_GRACE, 0.02):
         return
-    threads, children, fds = _snapshot()
+    _, children, fds = _snapshot()
     problems = []
     extra_threads = [t for t in threading.enumerate() if t.ident not in threads0]
     if extra_threads:

@@ -219,7 +219,7 @@ def _kill_pids(pids: Sequence[int], grace: float) -> None:
     while live and time.monotonic() < deadline:
         live = [p for p in live if _pid_alive(p) and not _is_zombie(p)]
         if live:
-            time.sleep(0.02)
+            time.sleep(0.02)  # noqa: sleep (polling interval of a bounded wait)
     for p in live:
         try:
             os.kill(p, signal.SIGKILL)

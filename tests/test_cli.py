@@ -181,7 +181,7 @@ def test_advertise_replaces_the_wildcard_host(children: Children, proxy: Proxy) 
     [
         (["peer", "--proxy", "bogus"], "--proxy"),
         (["peer", "--proxy", "tcp://127.0.0.1:99999"], "--proxy"),
-        (["peer", "--proxy", "tcp://*:5555"], "--proxy"),
+        (["peer", "--proxy", "tcp://*:40999"], "--proxy"),
         (["peer", "--proxy", "inproc://x"], "--proxy"),
         (["peer", "--bind", "tcp://127.0.0.1:x"], "--bind"),
         (["peer", "--bind", "ipc:///nonexistent-dir/zm.sock"], "cannot start"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import full_mesh, wait_for
 
 from zeromesh import Behaviour, Peer, Proxy, SocketPolicy
-from conftest import full_mesh, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

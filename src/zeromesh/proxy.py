@@ -27,7 +27,14 @@ from . import timing, wire
 from .directory import Directory
 from .logs import RateLimitedLog
 from .security import Gate, Security
-from .sockets import LIVENESS_EVENTS, advertised, canonical, last_endpoint, liveness, set_transport_options
+from .sockets import (
+    LIVENESS_EVENTS,
+    advertised,
+    canonical,
+    last_endpoint,
+    liveness,
+    set_transport_options,
+)
 
 log = logging.getLogger(__name__)
 
