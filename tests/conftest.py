@@ -31,6 +31,26 @@ def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float =
         time.sleep(interval)  # noqa: sleep (polling interval of a bounded wait)
 
 
+def data_flows(sender: Peer, receivers: list[Peer], payload: bytes = b"payload", timeout: float = 5.0) -> bool:
+    """Publish until every receiver got one message (data SUBs connect
+    asynchronously after the mesh view converges), then check what arrived."""
+    got: dict[str, object] = {}
+
+    def delivered() -> bool:
+        sender.publish(b"news", payload)
+        for r in receivers:
+            m = r.recv(0.01)
+            if m is not None:
+                got[r.uuid] = m
+        return len(got) == len(receivers)
+
+    return wait_for(delivered, timeout) and all(
+        getattr(m, "topic", None) == b"news" and getattr(m, "payload", None) == payload
+        and getattr(m, "sender", None) == sender.uuid
+        for m in got.values()
+    )
+
+
 def _snapshot() -> tuple[set[int], set[int], int]:
     me = psutil.Process()
     threads = {t.ident for t in threading.enumerate() if t.ident is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import full_mesh, wait_for
+from conftest import data_flows, full_mesh, wait_for
 
 from zeromesh import Behaviour, Peer, Proxy, SocketPolicy
 
@@ -27,22 +27,7 @@ def test_full_mesh_of_ten_converges_and_leaves(proxy: Proxy, peers: list[Peer]) 
 def test_data_reaches_every_other_peer(proxy: Proxy, peers: list[Peer]) -> None:
     peers.extend(Peer(proxy.endpoint).start() for _ in range(4))
     assert wait_for(lambda: full_mesh(peers), 3.0)
-    sender, receivers = peers[0], peers[1:]
-    # The data SUB connects asynchronously after the mesh view converges, so
-    # publish until every receiver has one (bounded), then check the content.
-    got: dict[str, object] = {}
-
-    def delivered() -> bool:
-        sender.publish(b"news", b"payload")
-        for r in receivers:
-            m = r.recv(0.01)
-            if m is not None:
-                got[r.uuid] = m
-        return len(got) == len(receivers)
-
-    assert wait_for(delivered, 3.0)
-    for m in got.values():
-        assert m.topic == b"news" and m.payload == b"payload" and m.sender == sender.uuid
+    assert data_flows(peers[0], peers[1:])
 
 
 def test_join_is_fast(proxy: Proxy, peers: list[Peer]) -> None:

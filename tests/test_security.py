@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import full_mesh, wait_for
+from conftest import data_flows, full_mesh, wait_for
 
 from zeromesh import Behaviour, Peer, Proxy
 from zeromesh.cli import main
@@ -48,23 +48,6 @@ def secured_proxy(keys: Path, allow: bool) -> Proxy:
     return Proxy(security=Security.from_dir(keys / "proxy", keys / "allow" if allow else None))
 
 
-def data_flows(sender: Peer, receivers: list[Peer]) -> bool:
-    """Publish until every receiver got one message (bounded), then check it."""
-    got = {}
-
-    def delivered() -> bool:
-        sender.publish(b"sec", b"secret payload")
-        for r in receivers:
-            m = r.recv(0.01)
-            if m is not None:
-                got[r.uuid] = m
-        return len(got) == len(receivers)
-
-    return wait_for(delivered, 5.0) and all(
-        m.payload == b"secret payload" and m.sender == sender.uuid for m in got.values()
-    )
-
-
 def never_joins(intruder: Peer, proxy: Proxy, members: list[Peer]) -> bool:
     """True if, for INTRUDER_WATCH seconds, *intruder* hears nothing and nobody lists it."""
     def seen() -> bool:
@@ -81,7 +64,7 @@ def test_secured_mesh_converges_and_carries_data(keys: Path, allow: bool, peers:
         peers.extend(Peer(proxy.endpoint, security=member(keys, k, allow)).start() for k in (1, 2, 3))
         assert wait_for(lambda: full_mesh(peers), 5.0)
         assert wait_for(lambda: len(proxy.directory.entries) == 3, 3.0)
-        assert data_flows(peers[0], peers[1:])
+        assert data_flows(peers[0], peers[1:], b"secret payload")
         if allow:
             assert proxy.gate is not None and proxy.gate.denied == 0
         for p in list(peers):
@@ -126,7 +109,7 @@ def test_intruder_never_joins_and_nothing_breaks(
             assert wait_for(lambda: proxy.gate is not None and proxy.gate.denied > 0, 3.0)
         # The mesh is unharmed: still whole, data still flows, nothing crashed.
         assert full_mesh(members) and len(proxy.directory.entries) == 2
-        assert data_flows(members[0], members[1:])
+        assert data_flows(members[0], members[1:], b"secret payload")
         assert proxy._thread is not None and proxy._thread.is_alive()
     finally:
         assert intruder.stop(5.0)

@@ -41,7 +41,7 @@ from .protocol import (
     Send,
 )
 from .security import Security
-from .sockets import NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, canonical, liveness
+from .sockets import NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, canonical, liveness, read_discovery
 
 log = logging.getLogger(__name__)
 
@@ -306,19 +306,7 @@ class Peer:
         actions: list[Action] = []
         # The classic loop reads one frame per turn (and so sends one C per frame).
         budget = 1 if self.behaviour.announce_every_turn else 1000
-        for _ in range(budget):
-            try:
-                frames = s.proxy_sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if len(frames) != 1:
-                self._bad("multipart", f"{len(frames)}-part discovery message")
-                continue
-            try:
-                msg = wire.decode(frames[0], self.schemes)
-            except wire.WireError as exc:
-                self._bad(exc.reason, str(exc))
-                continue
+        for msg in read_discovery(s.proxy_sub, budget, self.schemes, self._bad):
             actions += proto.on_frame(msg, now)
         return actions
 

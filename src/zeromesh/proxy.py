@@ -33,6 +33,7 @@ from .sockets import (
     canonical,
     last_endpoint,
     liveness,
+    read_discovery,
     set_transport_options,
 )
 
@@ -208,19 +209,7 @@ class Proxy:
             self.xsub.send_multipart(frames)
 
     def _forward_frames(self, now: float) -> None:
-        for _ in range(1000):
-            try:
-                frames = self.xsub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 1:
-                self._bad("multipart", f"{len(frames)}-part frame")
-                continue
-            try:
-                msg = wire.decode(frames[0], self.schemes)
-            except wire.WireError as exc:
-                self._bad(exc.reason, str(exc))
-                continue
+        for msg in read_discovery(self.xsub, 1000, self.schemes, self._bad):
             out = self.directory.on_frame(msg, now)
             if out is None:
                 self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")

@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import timing
+from . import timing, wire
 from .security import Gate, Security
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,28 @@ def canonical(endpoint: str) -> str:
         return endpoint
     host = f"[{addr}]" if ":" in str(addr) else str(addr)
     return f"tcp://{host}:{parts.port}"
+
+
+def read_discovery(
+    sock: zmq.Socket[Any],
+    budget: int,
+    schemes: frozenset[str],
+    on_bad: Callable[[str, str], None],
+) -> Iterator[wire.Message]:
+    """Decode up to *budget* waiting discovery frames without blocking. Anything
+    that does not decode is reported to *on_bad* (reason, detail) and skipped."""
+    for _ in range(budget):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        if len(frames) != 1:
+            on_bad("multipart", f"{len(frames)}-part discovery message")
+            continue
+        try:
+            yield wire.decode(frames[0], schemes)
+        except wire.WireError as exc:
+            on_bad(exc.reason, str(exc))
 
 
 def kick(sock: zmq.Socket[Any]) -> None:
