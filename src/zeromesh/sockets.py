@@ -104,13 +104,18 @@ def last_endpoint(sock: zmq.Socket[Any]) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
-def set_transport_options(s: zmq.Socket[Any], heartbeats: bool) -> None:
+def set_transport_options(
+    s: zmq.Socket[Any],
+    heartbeats: bool,
+    ivl: float = timing.HEARTBEAT_IVL,
+    timeout: float = timing.HEARTBEAT_TIMEOUT,
+) -> None:
     """Heartbeats and reconnect pacing for every TCP connection (see timing.py)."""
     if heartbeats:
-        s.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000))
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timing.HEARTBEAT_TIMEOUT * 1000))
+        s.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
         # TTL tells the remote side to drop us too if our pings stop.
-        s.setsockopt(zmq.HEARTBEAT_TTL, int(timing.HEARTBEAT_TIMEOUT * 1000))
+        s.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
     s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
     s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
     s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)
@@ -249,7 +254,11 @@ class PeerSockets:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         if p.linger_when is LingerWhen.CREATION:
             s.setsockopt(zmq.LINGER, p.linger_ms)
-        set_transport_options(s, p.heartbeats)
+        if name == "dataPub":
+            ivl = timing.DATA_PUB_HEARTBEAT_IVL
+            set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
+        else:
+            set_transport_options(s, p.heartbeats)
         if self.security is not None:  # CURVE role: only the data PUB binds
             (self.security.apply_server if name == "dataPub" else self.security.apply_client)(s)
         if p.monitor_sockets:

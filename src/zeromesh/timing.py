@@ -47,6 +47,12 @@ HEARTBEAT_IVL = 0.5
 #: (docs/liveness.md); 1.0 gives 1.5 + 1.0 = 2.5 s. Cost: a link silent for
 #: more than about 0.5-1 s is dropped (and reconnected if it comes back).
 HEARTBEAT_TIMEOUT = 1.0
+#: The data PUB's own ping interval (its timeout and TTL are twice this).
+#: zeromesh subscribers ping it every HEARTBEAT_IVL with a TTL, and libzmq
+#: drops a silent subscriber on that TTL (measured: 1.0 s with no PUB pings,
+#: benchmarks/pub_heartbeat_ttl.py); only classic C subscribers, which never
+#: ping, need the PUB's pings. Slow pings halve a full mesh's heartbeat CPU.
+DATA_PUB_HEARTBEAT_IVL = 5.0
 #: A peer whose data connection has been down this long is declared expired.
 #: Long enough for a reconnect after a blip (backoff 100, 200, 400 ms) and for
 #: a first connect + handshake; crash detection (process gone, kernel alive:
