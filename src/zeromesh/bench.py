@@ -16,7 +16,6 @@ host``): a full mesh of N in-process peers holds 2*N*N TCP file descriptors
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -24,6 +23,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +37,7 @@ from typing import IO, Any
 import psutil
 import zmq
 
-from . import timing, wire
+from . import procs, timing, wire
 from .directory import Directory
 from .peer import Peer
 from .protocol import Behaviour, PeerEvent, PeerProtocol, Send
@@ -87,22 +87,6 @@ def observed(behaviour: Behaviour) -> Behaviour:
     """*behaviour* with the data-SUB monitor on (needed to see connections
     come up) but expiry in effect never: the protocol decisions are unchanged."""
     return dataclasses.replace(behaviour, expire=True, expire_grace=3600.0)
-
-
-def reap(p: subprocess.Popen[str], grace: float, reader: threading.Thread | None = None) -> None:
-    """Wait for child *p* to exit (bounded), kill it otherwise; then let its
-    stdout *reader* finish and close its pipes."""
-    try:
-        p.wait(grace)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(5.0)
-    if reader is not None:
-        reader.join(5.0)
-    for f in (p.stdin, p.stdout):
-        if f is not None:
-            with contextlib.suppress(OSError):
-                f.close()
 
 
 def fd_budget() -> int:
@@ -316,7 +300,7 @@ class Hosts:
             self._send(p, "stop")
         deadline = time.monotonic() + 20.0
         for p in self.procs:
-            reap(p, max(0.1, deadline - time.monotonic()))
+            procs.stop(p, None, max(0.1, deadline - time.monotonic()))
 
 
 def _converge_once(n: int, per_host: int, classic: bool, now: bool, timeout: float,
@@ -894,8 +878,7 @@ class _LongLived:
         return t.user + t.system, self.ps.memory_info().rss, self.counts.get("leave", 0), self.counts.get("join", 0)
 
     def close(self) -> None:
-        self.proc.terminate()
-        reap(self.proc, 10.0, self._reader)
+        procs.stop(self.proc, signal.SIGTERM, 10.0, self._reader)
 
 
 def _churn_step(proxy: str, rate: float, seconds: float, life: float) -> int:
@@ -938,17 +921,17 @@ def _churn(proxy: str, rate: float, seconds: float, life: float, drivers: int, a
     they are all up, right before they start. Returns peers started."""
     cmd = [sys.executable, "-m", "zeromesh.bench", "churner", "--proxy", proxy, "--rate", str(rate / drivers),
            "--seconds", str(seconds), "--life", str(life)]
-    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(drivers)]
+    children = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(drivers)]
     try:
-        for p in procs:
+        for p in children:
             Hosts._line(p, WAIT_CAP)
         at_go()
-        for p in procs:
+        for p in children:
             Hosts._send(p, "go")
-        return sum(int(Hosts._line(p, seconds + WAIT_CAP)["started"]) for p in procs)
+        return sum(int(Hosts._line(p, seconds + WAIT_CAP)["started"]) for p in children)
     finally:
-        for p in procs:
-            reap(p, 10.0)
+        for p in children:
+            procs.stop(p, None, 10.0)
 
 
 def bench_churn(rates: Sequence[float] = (0, 5, 10, 20, 40, 80), seconds: float = 10.0, life: float = 0.2,
@@ -1107,7 +1090,7 @@ class _Lines:
     def close(self) -> None:
         if self.p.stdin:
             self.p.stdin.close()  # the node's signal to stop
-        reap(self.p, 15.0, self.t)
+        procs.stop(self.p, None, 15.0, self.t)
 
 
 def _run_nodes(netns: Any, kind: str, n: int, stagger: float, timeout: float) -> list[dict[str, Any]]:

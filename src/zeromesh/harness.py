@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import psutil
 import zmq
 
-from . import __version__, stacks, timing
+from . import __version__, procs, stacks, timing
 from .proxy import Proxy, ProxyMode
 
 # report and stats pull in matplotlib and scipy (seconds and ~100 MB): imported
@@ -272,20 +272,7 @@ class Soak:
 
     def _stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = timing.STOP_GRACE) -> None:
         """Stop one child: *sig*, bounded wait, SIGKILL; then forget it."""
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(sig)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(grace)
-        for s in (p.stdin, p.stdout):
-            if s is not None:
-                with contextlib.suppress(OSError):
-                    s.close()
+        procs.stop(p, sig, grace)
         with self._lock:
             self._procs.pop(p.pid, None)
 
