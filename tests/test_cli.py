@@ -190,6 +190,8 @@ def test_advertise_replaces_the_wildcard_host(children: Children, proxy: Proxy) 
         (["proxy", "--bind", "bogus"], "--bind"),
         (["proxy", "--bind", "tcp://192.0.2.1:0"], "cannot start"),  # TEST-NET: not ours to bind
         (["proxy", "--bind", "tcp://0.0.0.0:0"], "advertise"),
+        (["peer", "--advertise", "[1.2.3.4]"], "--advertise"),  # 0.1.0: accepted, then every peer crashed
+        (["proxy", "--advertise", "[abc]"], "--advertise"),
     ],
 )
 def test_bad_endpoints_are_clear_errors_with_exit_code_2(

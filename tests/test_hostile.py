@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import full_mesh, wait_for
+from conftest import data_flows, full_mesh, wait_for
 from cpeer import C_STRUCT
 
 from zeromesh import Peer, Proxy
@@ -34,6 +34,9 @@ BAD: list[tuple[str, list[bytes], str]] = [
     ("bad scheme", [frame(endpoint=b"gopher://x:1")], "bad-scheme"),
     ("wildcard", [frame(endpoint=b"tcp://*:1")], "bad-endpoint"),
     ("no port", [frame(endpoint=b"tcp://127.0.0.1")], "bad-endpoint"),
+    ("IPv4 in brackets", [frame(endpoint=b"tcp://[1.2.3.4]:5")], "bad-endpoint"),
+    ("not IPv6 in brackets", [frame(endpoint=b"tcp://[abc]:5")], "bad-endpoint"),
+    ("numeric alias", [frame(endpoint=b"tcp://0x7f000001:5")], "bad-endpoint"),
     ("multipart", [frame(), frame()], "multipart"),
     ("garbage extension", [frame() + b"ZMX1\xff\xfe{"], "bad-ext"),
 ]
@@ -120,3 +123,29 @@ def test_a_flood_is_counted_in_full_and_logged_rarely(
         injector.send(b"junk")
     assert wait_for(lambda: proxy.bad["short-frame"] >= 2001, 5.0)
     assert len([r for r in caplog.records if r.name == "zeromesh.proxy"]) <= 2
+
+
+#: Endpoints that 0.1.0's urlsplit-based canonicalisation raised on, ending
+#: every peer's loop and the proxy's (the first two are refused now; the ipc
+#: ones are valid paths and are simply dialled, then expire).
+CRASHERS = [b"tcp://[1.2.3.4]:5", b"tcp://[abc]:5", b"ipc://[x", b"ipc://a]b"]
+
+
+@pytest.mark.parametrize("endpoint", CRASHERS, ids=[e.decode() for e in CRASHERS])
+def test_endpoints_that_crashed_every_loop_leave_the_mesh_working(
+    endpoint: bytes, proxy: Proxy, peers: list[Peer], injector: Any
+) -> None:
+    peers.extend(Peer(proxy.endpoint).start() for _ in range(3))
+    assert wait_for(lambda: full_mesh(peers), 3.0)
+    injector.connect(proxy.xsub_endpoint)
+    evil = frame(endpoint=endpoint)
+    seen = lambda: proxy.forwarded + sum(proxy.bad.values()) > 3  # noqa: E731
+    assert inject_until(injector, [evil], seen)
+    assert not any(p.done for p in peers)
+    assert not proxy.wait_done(0)
+    newcomer = Peer(proxy.endpoint).start()
+    peers.append(newcomer)
+    assert newcomer.wait_ready(2.0), "the proxy's loop died: no welcome"
+    assert wait_for(lambda: all(set(p.peers()) >= {q.uuid for q in peers} for p in peers), 5.0)
+    assert data_flows(peers[0], peers[1:])
+    assert not any(k.endswith(("handler", "event", "action")) for p in peers for k in p.bad), [p.bad for p in peers]

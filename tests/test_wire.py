@@ -128,10 +128,12 @@ def test_malformed_frames_raise_wire_error_with_reason(frame: bytes, reason: str
 
 
 def test_endpoint_of_256_bytes_is_the_longest_allowed() -> None:
-    longest = "ipc:///" + "p" * (256 - 7)
+    host = ".".join(["h" * 63] * 3 + ["h" * 53])  # a 245-byte DNS name (at most 253)
+    longest = f"tcp://{host}:4321"
+    assert len(longest) == 256
     assert decode(encode(Message(Command.CONNECT, UUID, longest))).endpoint == longest
     with pytest.raises(WireError) as e:
-        encode(Message(Command.CONNECT, UUID, longest + "p"))
+        encode(Message(Command.CONNECT, UUID, longest + "0"))
     assert e.value.reason == "bad-endpoint"
 
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import zmq
 
-from . import __version__, logs, security, wire
+from . import __version__, logs, security
+from .endpoints import validate_endpoint, validate_host
+from .errors import SecurityError, WireError
 from .protocol import Behaviour, PeerEvent
 from .sockets import LingerWhen, SocketPolicy
 
@@ -31,8 +33,8 @@ DEFAULT_PROXY = "tcp://127.0.0.1:5555"
 def _connect_endpoint(text: str) -> str:
     """argparse type: an endpoint one can connect to (checked as the wire checks C frames)."""
     try:
-        return wire.validate_endpoint(text)
-    except wire.WireError as exc:
+        return validate_endpoint(text)
+    except WireError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -42,6 +44,15 @@ def _bind_endpoint(text: str) -> str:
     port = rest.rpartition(":")[2]
     if not sep or not rest or (scheme == "tcp" and not (port == "*" or (port.isdigit() and int(port) < 65536))):
         raise argparse.ArgumentTypeError(f"not a bind endpoint like tcp://127.0.0.1:0: {text!r}")
+    return text
+
+
+def _host(text: str) -> str:
+    """argparse type: a host others can connect to (as the wire checks announced endpoints)."""
+    try:
+        validate_host(text, what="advertised host")
+    except WireError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -65,7 +76,7 @@ def add_peer_args(p: argparse.ArgumentParser) -> None:
     _flag(life, "long-lived", seed="long-lived", action="store_true", help="never leave on its own (the default when --seconds is not given)")
     _flag(g, "port", seed="port", type=_port, default=0, metavar="N", help="data PUB port on 127.0.0.1 (0: ephemeral)")
     _flag(g, "bind", type=_bind_endpoint, metavar="ENDPOINT", help="data PUB bind endpoint (overrides --port), e.g. tcp://0.0.0.0:0")
-    _flag(g, "advertise", metavar="HOST", help="host to announce instead of the bound one (needed with a wildcard bind)")
+    _flag(g, "advertise", type=_host, metavar="HOST", help="host to announce instead of the bound one (needed with a wildcard bind)")
     _flag(g, "uuid", help="this peer's uuid (default: random)")
     _flag(g, "events", choices=["jsonl"], help="print ready/join/leave/exit events on stdout, one JSON object per line")
     _flag(g, "verbose", seed="verbose", action="count", default=0, help="more logging on stderr (repeat for debug)")
@@ -158,7 +169,7 @@ def cmd_peer(a: argparse.Namespace) -> int:
     behaviour, policy = peer_config(a)
     try:
         sec = security.from_args(a)
-    except security.SecurityError as exc:
+    except SecurityError as exc:
         print(f"zeromesh peer: {exc}", file=sys.stderr)
         return 2
     bind = a.bind or f"tcp://127.0.0.1:{a.port}"
@@ -193,7 +204,7 @@ def cmd_proxy(a: argparse.Namespace) -> int:
     logs.setup(a.verbose + 1)
     try:
         sec = security.from_args(a)
-    except security.SecurityError as exc:
+    except SecurityError as exc:
         print(f"zeromesh proxy: {exc}", file=sys.stderr)
         return 2
     try:
@@ -209,7 +220,9 @@ def cmd_proxy(a: argparse.Namespace) -> int:
                 "xsub": proxy.xsub_endpoint, "t": time.time()}
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
-    stop.wait()
+    while not stop.wait(0.2):
+        if proxy.wait_done(0):  # the loop died: say so (logged) and exit non-zero
+            return 1
     return 0 if proxy.stop(1.0) else 1
 
 
@@ -226,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     px = sub.add_parser("proxy", help="run the discovery proxy")
     px.add_argument("--bind", type=_bind_endpoint, default=DEFAULT_PROXY, help="well-known XPUB endpoint (default %(default)s)")
     px.add_argument("--xsub-bind", type=_bind_endpoint, default="tcp://127.0.0.1:0", help="XSUB endpoint (default: ephemeral port)")
-    px.add_argument("--advertise", metavar="HOST", help="host to put in the welcome instead of the bound one")
+    px.add_argument("--advertise", type=_host, metavar="HOST", help="host to put in the welcome instead of the bound one")
     px.add_argument("--mode", choices=["directory", "classic"], default="directory",
                     help="directory: zeromesh (O(N) joins, bad frames dropped); classic: libzmq's zmq_proxy, as the seed")
     px.add_argument("--events", choices=["jsonl"], help="print a ready line (with the XSUB endpoint) on stdout")

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from . import timing, wire
+from .endpoints import DEFAULT_SCHEMES, canonical
 from .logs import RateLimitedLog
 from .protocol import (
     Action,
@@ -41,7 +42,7 @@ from .protocol import (
     Send,
 )
 from .security import Security
-from .sockets import NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, canonical, liveness, read_discovery
+from .sockets import NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, liveness, read_discovery
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Peer:
         on_event: EventCallback | None = None,
         on_message: MessageCallback | None = None,
         max_queued: int = 10_000,
-        schemes: frozenset[str] = wire.DEFAULT_SCHEMES,
+        schemes: frozenset[str] = DEFAULT_SCHEMES,
         sleep_before_term: float = 0.0,
         security: Security | None = None,
     ) -> None:
@@ -307,7 +308,10 @@ class Peer:
         # The classic loop reads one frame per turn (and so sends one C per frame).
         budget = 1 if self.behaviour.announce_every_turn else 1000
         for msg in read_discovery(s.proxy_sub, budget, self.schemes, self._bad):
-            actions += proto.on_frame(msg, now)
+            try:
+                actions += proto.on_frame(msg, now)
+            except Exception:  # a frame that trips a bug is dropped, never the loop
+                self._failed("frame-handler")
         return actions
 
     def _read_data(self, s: PeerSockets) -> None:
@@ -329,7 +333,10 @@ class Peer:
                 self.bad["foreign-data"] += 1
                 continue
             if self._on_message is not None:
-                self._on_message(msg)
+                try:
+                    self._on_message(msg)
+                except Exception:
+                    self._failed("on_message-callback")
             else:
                 try:
                     self._messages.put_nowait(msg)
@@ -337,14 +344,27 @@ class Peer:
                     self.dropped_messages += 1
 
     def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
-        while (ev := s.read_monitor(m)) is not None:
-            if m is not s.data_monitor or (change := liveness(ev)) is None:
-                continue
-            endpoint = self._announced.get(change[0], change[0])
-            if change[1]:
-                proto.on_data_connected(endpoint, now)
-            else:
-                proto.on_data_disconnected(endpoint, now)
+        for _ in range(1000):  # bounded: a flood of events must not starve the loop
+            try:
+                ev = s.read_monitor(m)
+                if ev is None:
+                    return
+                if m is not s.data_monitor or (change := liveness(ev)) is None:
+                    continue
+                endpoint = self._announced.get(change[0], change[0])
+                if change[1]:
+                    proto.on_data_connected(endpoint, now)
+                else:
+                    proto.on_data_disconnected(endpoint, now)
+            except Exception:
+                self._failed("monitor-event")
+
+    def _failed(self, what: str) -> None:
+        """Something raised while handling one item (a frame, an event, a user
+        callback): count it, log the first traceback of each kind, go on."""
+        self.bad[what] += 1
+        if self.bad[what] == 1:
+            log.exception("peer %s: %s failed (dropped; later failures are counted, not logged)", self.uuid[:8], what)
 
     def _bad(self, reason: str, detail: str) -> None:
         self.bad[reason] += 1
@@ -353,30 +373,39 @@ class Peer:
     def _apply(self, actions: list[Action], s: PeerSockets, proto: PeerProtocol) -> bool:
         """Carry out *actions*; True when the loop must end."""
         for a in actions:
-            if isinstance(a, Send):
-                try:
-                    s.proxy_pub.send(wire.encode(a.msg), zmq.NOBLOCK)
-                except zmq.Again:
-                    self.bad["send-again"] += 1
-            elif isinstance(a, ConnectData):
-                self._announced[canonical(a.endpoint)] = a.endpoint
-                self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)
-            elif isinstance(a, DisconnectData):
-                self._announced.pop(canonical(a.endpoint), None)
-                for _ in range(a.times):
-                    self._zmq_call("disconnect-data", s.data_sub.disconnect, a.endpoint)
-                s.after_disconnect(a.own)
-            elif isinstance(a, ConnectProxy):
-                self._zmq_call("connect-proxy", s.proxy_pub.connect, a.endpoint)
-            elif isinstance(a, DisconnectProxy):
-                self._zmq_call("disconnect-proxy", s.proxy_pub.disconnect, a.endpoint)
-            elif isinstance(a, Notify):
-                self._emit(a.event)
-            elif isinstance(a, Exit):
-                self.exit_reason = a.reason
-                return True
+            try:
+                if self._apply_one(a, s):
+                    return True
+            except Exception:
+                self._failed("action")
         with self._lock:
             self._snapshot = proto.snapshot()
+        return False
+
+    def _apply_one(self, a: Action, s: PeerSockets) -> bool:
+        """Carry out one action; True when the loop must end."""
+        if isinstance(a, Send):
+            try:
+                s.proxy_pub.send(wire.encode(a.msg), zmq.NOBLOCK)
+            except zmq.Again:
+                self.bad["send-again"] += 1
+        elif isinstance(a, ConnectData):
+            self._announced[canonical(a.endpoint)] = a.endpoint
+            self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)
+        elif isinstance(a, DisconnectData):
+            self._announced.pop(canonical(a.endpoint), None)
+            for _ in range(a.times):
+                self._zmq_call("disconnect-data", s.data_sub.disconnect, a.endpoint)
+            s.after_disconnect(a.own)
+        elif isinstance(a, ConnectProxy):
+            self._zmq_call("connect-proxy", s.proxy_pub.connect, a.endpoint)
+        elif isinstance(a, DisconnectProxy):
+            self._zmq_call("disconnect-proxy", s.proxy_pub.disconnect, a.endpoint)
+        elif isinstance(a, Notify):
+            self._emit(a.event)
+        elif isinstance(a, Exit):
+            self.exit_reason = a.reason
+            return True
         return False
 
     def _zmq_call(self, what: str, fn: Callable[[str], object], endpoint: str) -> None:
@@ -402,4 +431,4 @@ class Peer:
             try:
                 self._on_event(ev)
             except Exception:
-                log.exception("on_event callback failed")
+                self._failed("on_event-callback")

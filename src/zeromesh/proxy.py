@@ -25,12 +25,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import timing, wire
 from .directory import Directory
+from .endpoints import DEFAULT_SCHEMES, advertised, canonical
 from .logs import RateLimitedLog
 from .security import Gate, Security
 from .sockets import (
     LIVENESS_EVENTS,
-    advertised,
-    canonical,
     last_endpoint,
     liveness,
     read_discovery,
@@ -55,7 +54,7 @@ class Proxy:
         mode: ProxyMode = "directory",
         uuid: str | None = None,
         heartbeats: bool = True,
-        schemes: frozenset[str] = wire.DEFAULT_SCHEMES,
+        schemes: frozenset[str] = DEFAULT_SCHEMES,
         security: Security | None = None,
     ) -> None:
         self.mode = mode
@@ -70,6 +69,9 @@ class Proxy:
         self.directory = Directory(self.uuid)
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
         self._stop = threading.Event()
+        self._done = threading.Event()
+        #: Set when the loop died of an exception (see :meth:`wait_done`).
+        self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -134,8 +136,15 @@ class Proxy:
                 zmq.proxy_steerable(self.xsub, self.xpub, None, self.control)
             else:
                 self._loop()
+        except BaseException as exc:
+            # Supervisor invariant: a dead loop is never left half-alive
+            # (no welcome, nobody can join); it is logged and reported to
+            # whoever waits on :meth:`wait_done` (the CLI then exits 1).
+            self.error = exc
+            log.exception("proxy %s: loop failed; closing", self.uuid)
         finally:
             self._close_sockets()
+            self._done.set()
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop and close; idempotent and bounded. True if the loop ended in time."""
@@ -152,6 +161,10 @@ class Proxy:
         return True
 
     close = stop
+
+    def wait_done(self, timeout: float | None = None) -> bool:
+        """True once the loop has ended (stopped, or failed: see :attr:`error`)."""
+        return self._done.wait(timeout)
 
     def __enter__(self) -> Proxy:
         return self.start()
@@ -210,27 +223,41 @@ class Proxy:
 
     def _forward_frames(self, now: float) -> None:
         for msg in read_discovery(self.xsub, 1000, self.schemes, self._bad):
-            out = self.directory.on_frame(msg, now)
-            if out is None:
-                self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")
-                continue
-            self.xpub.send(wire.encode(out))
-            self.forwarded += 1
+            try:
+                out = self.directory.on_frame(msg, now)
+                if out is None:
+                    self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")
+                    continue
+                self.xpub.send(wire.encode(out), zmq.NOBLOCK)
+                self.forwarded += 1
+            except zmq.Again:
+                self.bad["forward-again"] += 1
+            except Exception:  # a frame that trips a bug is dropped, never the loop
+                self._failed("frame-handler")
 
     def _read_probe(self, now: float) -> None:
-        while True:
+        for _ in range(1000):  # bounded: a flood of events must not starve the loop
             try:
                 ev = recv_monitor_message(self.probe_monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            change = liveness(dict(ev))
-            if change is None:
-                continue
-            endpoint = self._announced.get(change[0], change[0])
-            if change[1]:
-                self.directory.on_up(endpoint)
-            else:
-                self.directory.on_down(endpoint, now)
+            try:
+                change = liveness(dict(ev))
+                if change is None:
+                    continue
+                endpoint = self._announced.get(change[0], change[0])
+                if change[1]:
+                    self.directory.on_up(endpoint)
+                else:
+                    self.directory.on_down(endpoint, now)
+            except Exception:
+                self._failed("monitor-event")
+
+    def _failed(self, what: str) -> None:
+        """Handling one item raised: count it, log the first traceback of each kind."""
+        self.bad[what] += 1
+        if self.bad[what] == 1:
+            log.exception("proxy: %s failed (dropped; later failures are counted, not logged)", what)
 
     def _sync_probe(self) -> None:
         if self._probe_version == self.directory.version:
@@ -238,10 +265,10 @@ class Proxy:
         self._probe_version = self.directory.version
         want = self.directory.endpoints()
         for ep in want - self._probed:
-            self._announced[canonical(ep)] = ep
             try:
+                self._announced[canonical(ep)] = ep
                 self.probe.connect(ep)
-            except zmq.ZMQError as exc:
+            except (zmq.ZMQError, ValueError) as exc:
                 self.bad["probe-connect"] += 1
                 log.debug("probe connect %s: %s", ep, exc)
         for ep in self._probed - want:

@@ -36,6 +36,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from . import timing
+from .errors import SecurityError
 from .logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ MESH_CERT = "mesh.key_secret"
 MEMBER_CERT = "member.key_secret"
 _Z85 = frozenset(string.digits + string.ascii_letters + ".-:+=^!/*?&<>()[]{}@%$#")
 PathLike = str | os.PathLike[str]
-
-
-class SecurityError(ValueError):
-    """A key file or directory that cannot be used; the message says which and why."""
 
 
 def _z85_key(text: bytes, what: str, path: Path) -> bytes:

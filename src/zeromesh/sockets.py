@@ -19,25 +19,22 @@ behaviours can be switched back on to reproduce them (:class:`SocketPolicy`):
 from __future__ import annotations
 
 import enum
-import functools
-import ipaddress
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import timing, wire
+from .endpoints import advertised
+from .errors import WireError
 from .security import Gate, Security
 
 log = logging.getLogger(__name__)
 
-_WILDCARDS = ("0.0.0.0", "*", "[::]", "::")
 #: Flags as plain ints for the data hot path: pyzmq's enum arithmetic
 #: (``flags | SNDMORE`` in send_multipart) costs more than the send itself.
 NOBLOCK = int(zmq.NOBLOCK)
@@ -78,25 +75,6 @@ class SocketPolicy:
     @classmethod
     def classic(cls) -> SocketPolicy:
         return cls(linger_when=LingerWhen.BEFORE_CLOSE, kick=False, heartbeats=False, watch_subscription=False)
-
-
-def advertised(last_endpoint: str, advertise: str | None) -> str:
-    """The endpoint other hosts should connect to for a socket bound at
-    *last_endpoint*: the host replaced by *advertise* when given. A wildcard
-    bind without *advertise* is an error, since nobody can connect to it."""
-    parts = urlsplit(last_endpoint)
-    if parts.scheme != "tcp":
-        return last_endpoint
-    host, port = parts.hostname or "", parts.port
-    if advertise:
-        if ":" in advertise and not advertise.startswith("["):
-            advertise = f"[{advertise}]"
-        return f"tcp://{advertise}:{port}"
-    if host in _WILDCARDS or parts.netloc.startswith("[::]"):
-        raise ValueError(
-            f"bound on a wildcard address ({last_endpoint}); give an address to advertise"
-        )
-    return last_endpoint
 
 
 def last_endpoint(sock: zmq.Socket[Any]) -> str:
@@ -145,26 +123,6 @@ def liveness(ev: dict[str, Any]) -> tuple[str, bool] | None:
     return endpoint, bool(kind & _UP)
 
 
-@functools.lru_cache(maxsize=4096)
-def canonical(endpoint: str) -> str:
-    """*endpoint* with its host resolved to an address: monitor events name
-    the resolved address, while peers may announce a host name."""
-    parts = urlsplit(endpoint)
-    if parts.scheme != "tcp" or not parts.hostname:
-        return endpoint
-    try:
-        ipaddress.ip_address(parts.hostname)
-        return endpoint
-    except ValueError:
-        pass
-    try:
-        addr = socket.getaddrinfo(parts.hostname, parts.port, type=socket.SOCK_STREAM)[0][4][0]
-    except (OSError, UnicodeError):
-        return endpoint
-    host = f"[{addr}]" if ":" in str(addr) else str(addr)
-    return f"tcp://{host}:{parts.port}"
-
-
 def read_discovery(
     sock: zmq.Socket[Any],
     budget: int,
@@ -183,7 +141,7 @@ def read_discovery(
             continue
         try:
             yield wire.decode(frames[0], schemes)
-        except wire.WireError as exc:
+        except WireError as exc:
             on_bad(exc.reason, str(exc))
 
 

@@ -27,36 +27,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .endpoints import DEFAULT_SCHEMES, MAX_ENDPOINT_LEN, validate_endpoint
+from .errors import WireError
+
 FRAME_SIZE = 295
 UUID_FIELD = 37
 ENDPOINT_FIELD = 257
 UUID_OFFSET = 1
 ENDPOINT_OFFSET = UUID_OFFSET + UUID_FIELD
-MAX_ENDPOINT_LEN = ENDPOINT_FIELD - 1
 #: Marks a zeromesh extension after the classic 295 bytes.
 EXT_MAGIC = b"ZMX1"
-#: Schemes a peer may announce. ``inproc`` is meaningless across processes and
-#: the multicast transports do not fit a connect-per-peer mesh.
-DEFAULT_SCHEMES = frozenset({"tcp", "ipc"})
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# host is a name, an IPv4 address or a bracketed IPv6 address; port 1-65535.
-_TCP_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
 
 
 class Command(str, enum.Enum):
     WELCOME = "W"
     CONNECT = "C"
     DISCONNECT = "D"
-
-
-class WireError(ValueError):
-    """A discovery frame that does not decode. ``reason`` is a short, stable tag
-    (suitable as a counter key); the message says what was wrong."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -71,26 +59,6 @@ class Message:
 def validate_uuid(text: str) -> str:
     if not _UUID_RE.match(text):
         raise WireError("bad-uuid", f"not a 36-character text UUID: {text[:40]!r}")
-    return text
-
-
-def validate_endpoint(text: str, schemes: frozenset[str] = DEFAULT_SCHEMES) -> str:
-    """Check that *text* is an endpoint another process can connect to."""
-    if not text or len(text.encode("utf-8")) > MAX_ENDPOINT_LEN:
-        raise WireError("bad-endpoint", f"empty or longer than {MAX_ENDPOINT_LEN} bytes")
-    scheme, sep, rest = text.partition("://")
-    if not sep or not rest:
-        raise WireError("bad-endpoint", f"no scheme://address in {text[:60]!r}")
-    if scheme not in schemes:
-        raise WireError("bad-scheme", f"scheme {scheme!r} not allowed (allowed: {sorted(schemes)})")
-    if scheme == "tcp":
-        m = _TCP_RE.match(rest)
-        if not m or not 0 < int(m["port"]) < 65536:
-            raise WireError("bad-endpoint", f"not tcp://host:port with a port 1-65535: {text[:60]!r}")
-        if m["host"] in ("*", "0.0.0.0", "[::]"):
-            raise WireError("bad-endpoint", f"wildcard address is not connectable: {text!r}")
-    elif any(c.isspace() for c in rest):
-        raise WireError("bad-endpoint", f"whitespace in {text[:60]!r}")
     return text
 
 
