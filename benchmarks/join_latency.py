@@ -8,7 +8,7 @@ Two measures, each over *n* joins against an in-process directory proxy on loopb
 
 and, for comparison, ``classic``: in-process joins with ``Behaviour.classic()``
 (one ``C`` per 1 s poll turn), and ``seed``: the byte-level emulation of the
-seed's C peer (``tests/cpeer.py``, run when the source tree is at hand).
+seed's C peer (:mod:`zeromesh.testing.cpeer`).
 
 ``measure(n) -> dict`` is the entry point (``zeromesh bench`` may fold it in);
 ``python benchmarks/join_latency.py [-n 100]`` prints the dict as JSON.
@@ -24,26 +24,34 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from zeromesh import Behaviour, Peer, Proxy, SocketPolicy
+from zeromesh.testing.cpeer import CPeer
 
 
 def _summary(seconds: list[float]) -> dict[str, Any]:
     ms = sorted(s * 1000 for s in seconds)
     q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
-    return {"n": len(ms), "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2),
-            "min_ms": round(ms[0], 2), "max_ms": round(ms[-1], 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(q[49], 2),
+        "p99_ms": round(q[98], 2),
+        "min_ms": round(ms[0], 2),
+        "max_ms": round(ms[-1], 2),
+    }
 
 
 def _inproc(proxy: Proxy, n: int, classic: bool = False) -> list[float]:
     out = []
     for _ in range(n):
-        peer = Peer(proxy.endpoint, behaviour=Behaviour.classic() if classic else None,
-                    policy=SocketPolicy.classic() if classic else None)
+        peer = Peer(
+            proxy.endpoint,
+            behaviour=Behaviour.classic() if classic else None,
+            policy=SocketPolicy.classic() if classic else None,
+        )
         t0 = time.perf_counter()
         peer.start()
         try:
@@ -57,8 +65,18 @@ def _inproc(proxy: Proxy, n: int, classic: bool = False) -> list[float]:
 
 def _process(proxy: Proxy, n: int) -> list[float]:
     out = []
-    cmd = [sys.executable, "-m", "zeromesh", "peer", "--proxy", proxy.endpoint, "--events", "jsonl",
-           "--seconds", "0.05"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zeromesh",
+        "peer",
+        "--proxy",
+        proxy.endpoint,
+        "--events",
+        "jsonl",
+        "--seconds",
+        "0.05",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for _ in range(n):
         t0 = time.perf_counter()
@@ -79,13 +97,7 @@ def _process(proxy: Proxy, n: int) -> list[float]:
     return out
 
 
-def _seed(proxy: Proxy, n: int) -> list[float] | None:
-    tests = Path(__file__).resolve().parent.parent / "tests"
-    if not (tests / "cpeer.py").exists():
-        return None
-    sys.path.insert(0, str(tests))
-    from cpeer import CPeer
-
+def _seed(proxy: Proxy, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -110,12 +122,13 @@ def measure(n: int = 100, processes: int | None = None, classic: int = 5) -> dic
         }
         if classic:
             result["classic"] = _summary(_inproc(proxy, classic, classic=True))
-            seed = _seed(proxy, classic)
-            if seed is not None:
-                result["seed"] = _summary(seed)
+            result["seed"] = _summary(_seed(proxy, classic))
     result["env"] = {
-        "python": platform.python_version(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
-        "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     return result
 
@@ -124,7 +137,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=100, help="joins per measure (default %(default)s)")
     ap.add_argument("--processes", type=int, help="CLI joins (default: -n)")
-    ap.add_argument("--classic", type=int, default=5, help="seed-behaviour joins, each kind (default %(default)s)")
+    ap.add_argument(
+        "--classic", type=int, default=5, help="seed-behaviour joins, each kind (default %(default)s)"
+    )
     a = ap.parse_args()
     print(json.dumps(measure(a.n, a.processes, a.classic), indent=2))
 

@@ -32,10 +32,8 @@ from typing import Any
 
 import zmq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from netns import Child, HostMesh, JsonLine, Topology, available, free_port, spawn_zeromesh
-
 from zeromesh import Peer, PeerEvent, Proxy, __version__, timing
+from zeromesh.testing.netns import Child, HostMesh, JsonLine, Topology, available, free_port, spawn_zeromesh
 
 START = 10.0
 
@@ -76,8 +74,10 @@ def next_event(p: Peer, pred: Callable[[PeerEvent], bool], timeout: float) -> Pe
 
 def connected_to_all(observers: list[Peer], uuid: str) -> bool:
     """Every observer knows *uuid* and has every data connection up."""
-    return all(uuid in o.peers() and o.protocol is not None and o.protocol.pending_connections() == 0
-               for o in observers)
+    return all(
+        uuid in o.peers() and o.protocol is not None and o.protocol.pending_connections() == 0
+        for o in observers
+    )
 
 
 def is_leave(uuid: str, e: PeerEvent) -> bool:
@@ -113,12 +113,16 @@ def crash(kills: int) -> dict[str, Any]:
         finally:
             for o in observers:
                 o.stop()
-    return {"kills": kills, "observers": 3, "reasons": sorted(str(r) for r in reasons),
-            "latency_s": summary(samples), "worst_per_kill_s": summary(worst)}
+    return {
+        "kills": kills,
+        "observers": 3,
+        "reasons": sorted(str(r) for r in reasons),
+        "latency_s": summary(samples),
+        "worst_per_kill_s": summary(worst),
+    }
 
 
 # --- proxy restart --------------------------------------------------------------------
-
 
 
 def restart(restarts: int, n: int = 10) -> dict[str, Any]:
@@ -142,8 +146,10 @@ def restart(restarts: int, n: int = 10) -> dict[str, Any]:
 
             def healed(info: JsonLine = info) -> bool:
                 return all(
-                    p.protocol is not None and p.protocol.proxy_uuid == info["uuid"]
-                    and p.protocol.phase.value == "ready" and set(p.peers()) == want
+                    p.protocol is not None
+                    and p.protocol.proxy_uuid == info["uuid"]
+                    and p.protocol.phase.value == "ready"
+                    and set(p.peers()) == want
                     and set(p.protocol.connected_endpoints().values()) == {1}
                     for p in peers
                 )
@@ -157,8 +163,12 @@ def restart(restarts: int, n: int = 10) -> dict[str, Any]:
         for p in peers:
             p.stop()
         proxy.close()
-    return {"restarts": restarts, "peers": n, "from_new_proxy_ready_s": summary(from_ready),
-            "from_kill_s": summary(from_kill)}
+    return {
+        "restarts": restarts,
+        "peers": n,
+        "from_new_proxy_ready_s": summary(from_ready),
+        "from_kill_s": summary(from_kill),
+    }
 
 
 # --- partition in network namespaces ----------------------------------------------------
@@ -186,8 +196,13 @@ def partition(trials: int) -> dict[str, Any]:
                     out.append(max(float(e["t"]) for s in seen for e in s.values()) - t0)
         finally:
             mesh.close()
-    return {"trials": trials, "peers_per_side": 2, "cut_mode": "detach",
-            "detection_s": summary(detect), "heal_s": summary(heal)}
+    return {
+        "trials": trials,
+        "peers_per_side": 2,
+        "cut_mode": "detach",
+        "detection_s": summary(detect),
+        "heal_s": summary(heal),
+    }
 
 
 # --- report ----------------------------------------------------------------------------
@@ -203,7 +218,11 @@ def table(res: dict[str, Any]) -> str:
         row("crash detection (SIGKILL -> leave at each observer)", res["crash"]["latency_s"], "<= 3 s")
     if "restart" in res:
         r = res["restart"]
-        row(f"proxy restart, {r['peers']} peers (new proxy ready -> mesh whole)", r["from_new_proxy_ready_s"], "<= 2 s")
+        row(
+            f"proxy restart, {r['peers']} peers (new proxy ready -> mesh whole)",
+            r["from_new_proxy_ready_s"],
+            "<= 2 s",
+        )
         row(f"proxy restart, {r['peers']} peers (kill -> mesh whole)", r["from_kill_s"], "-")
     part = res.get("partition", {})
     if "skipped" in part:
@@ -216,16 +235,32 @@ def table(res: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--kills", type=int, default=50, help="SIGKILLs for crash detection (default %(default)s)")
+    ap.add_argument(
+        "--kills", type=int, default=50, help="SIGKILLs for crash detection (default %(default)s)"
+    )
     ap.add_argument("--restarts", type=int, default=10, help="proxy restarts (default %(default)s)")
-    ap.add_argument("--partitions", type=int, default=5, help="cut/heal cycles in netns (default %(default)s)")
+    ap.add_argument(
+        "--partitions", type=int, default=5, help="cut/heal cycles in netns (default %(default)s)"
+    )
     ap.add_argument("--json", type=Path, help="write all figures here")
     a = ap.parse_args()
     res: dict[str, Any] = {
-        "zeromesh": __version__, "libzmq": zmq.zmq_version(), "pyzmq": zmq.__version__,
-        "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
-        "timing": {k: getattr(timing, k) for k in ("HEARTBEAT_IVL", "HEARTBEAT_TIMEOUT", "EXPIRE_GRACE",
-                                                 "RECONNECT_IVL_MS", "RECONNECT_IVL_MAX_MS", "CONNECT_TIMEOUT_MS")},
+        "zeromesh": __version__,
+        "libzmq": zmq.zmq_version(),
+        "pyzmq": zmq.__version__,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "timing": {
+            k: getattr(timing, k)
+            for k in (
+                "HEARTBEAT_IVL",
+                "HEARTBEAT_TIMEOUT",
+                "EXPIRE_GRACE",
+                "RECONNECT_IVL_MS",
+                "RECONNECT_IVL_MAX_MS",
+                "CONNECT_TIMEOUT_MS",
+            )
+        },
     }
     if a.kills:
         res["crash"] = crash(a.kills)
@@ -235,8 +270,10 @@ def main() -> int:
         res["partition"] = partition(a.partitions)
     res["loadavg_at_end"] = os.getloadavg()
     print(table(res))
-    print(f"\nlibzmq {res['libzmq']}, pyzmq {res['pyzmq']}, {res['cpus']} CPUs, load average "
-          f"{res['loadavg_at_start'][0]:.1f} at start, {res['loadavg_at_end'][0]:.1f} at end")
+    print(
+        f"\nlibzmq {res['libzmq']}, pyzmq {res['pyzmq']}, {res['cpus']} CPUs, load average "
+        f"{res['loadavg_at_start'][0]:.1f} at start, {res['loadavg_at_end'][0]:.1f} at end"
+    )
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -65,8 +65,11 @@ def main(mode: str) -> int:
         mon.close()
         pub.close()
         ctx.term()
-    print(f"{mode}: PUB saw DISCONNECTED {took:.2f} s after the subscriber stopped" if took is not None
-          else f"{mode}: no DISCONNECTED within 6 s")
+    print(
+        f"{mode}: PUB saw DISCONNECTED {took:.2f} s after the subscriber stopped"
+        if took is not None
+        else f"{mode}: no DISCONNECTED within 6 s"
+    )
     return 0
 
 

@@ -30,15 +30,8 @@ from typing import Any
 import zmq
 
 from zeromesh import Peer, Proxy
-from zeromesh.bench import (
-    WAIT_CAP,
-    _Counter,
-    _warm,
-    markdown_table,
-    percentiles,
-    stop_all,
-    wait_until,
-)
+from zeromesh.bench.common import WAIT_CAP, markdown_table, percentiles, stop_all, wait_until
+from zeromesh.bench.data import Counter, warm
 from zeromesh.security import Security, keygen
 
 MODES = ("plain", "curve", "curve+allow")
@@ -61,8 +54,10 @@ class Keys:
 def mesh(keys: Keys, mode: str, n: int, **peer_kw: Any) -> Iterator[tuple[Proxy, list[Peer]]]:
     """A proxy and *n* converged members (member-1 .. member-n)."""
     with Proxy(security=keys.get(mode, "proxy")) as proxy:
-        peers = [Peer(proxy.endpoint, security=keys.get(mode, f"member-{k}"), **peer_kw).start()
-                 for k in range(1, n + 1)]
+        peers = [
+            Peer(proxy.endpoint, security=keys.get(mode, f"member-{k}"), **peer_kw).start()
+            for k in range(1, n + 1)
+        ]
         try:
             want = {p.uuid for p in peers}
             if not wait_until(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP):
@@ -87,6 +82,7 @@ def bench_join(keys: Keys, joins: int, existing: int) -> list[dict[str, Any]]:
                     if not p.wait_ready(WAIT_CAP):
                         raise RuntimeError(f"{m}: a join did not complete")
                     ready[m].append(time.perf_counter() - t0)
+
                     def full_view(p: Peer = p) -> bool:
                         return len(p.peers()) == existing + 1
 
@@ -98,10 +94,16 @@ def bench_join(keys: Keys, joins: int, existing: int) -> list[dict[str, Any]]:
     rows = []
     for m in MODES:
         r, v = percentiles(ready[m]), percentiles(view[m])
-        rows.append({"mode": m, "joins": r["n"], "ready p50 ms": round(r["p50"] * 1000, 2),
-                     "ready p90 ms": round(r["p90"] * 1000, 2),
-                     "full view p50 ms": round(v["p50"] * 1000, 2),
-                     "full view p90 ms": round(v["p90"] * 1000, 2)})
+        rows.append(
+            {
+                "mode": m,
+                "joins": r["n"],
+                "ready p50 ms": round(r["p50"] * 1000, 2),
+                "ready p90 ms": round(r["p90"] * 1000, 2),
+                "full view p50 ms": round(v["p50"] * 1000, 2),
+                "full view p90 ms": round(v["p90"] * 1000, 2),
+            }
+        )
     return rows
 
 
@@ -110,7 +112,7 @@ def bench_join(keys: Keys, joins: int, existing: int) -> list[dict[str, Any]]:
 BATCH = 500
 
 
-class _Gauge(_Counter):
+class _Gauge(Counter):
     """A receiver's count that sets :attr:`reached` at :attr:`target`: the
     publisher waits on an event, not by polling (which would steal the GIL)."""
 
@@ -125,7 +127,9 @@ class _Gauge(_Counter):
             self.reached.set()
 
 
-def _paced(publish: Callable[[bytes], None], payload: bytes, count: int, gauges: list[_Gauge]) -> dict[str, float]:
+def _paced(
+    publish: Callable[[bytes], None], payload: bytes, count: int, gauges: list[_Gauge]
+) -> dict[str, float]:
     """Send *count* messages in batches of BATCH, each batch waited for by
     every receiver (bounded): a lossless, flow-controlled throughput."""
     for g in gauges:
@@ -150,15 +154,17 @@ def _data_run(keys: Keys, mode: str, receivers: int, payload: int, count: int) -
     counters = [_Gauge() for _ in range(receivers)]
     with Proxy(security=keys.get(mode, "proxy")) as proxy:
         # The sender gets its own messages too (a peer's data SUB connects to its own PUB).
-        everyone = [Peer(proxy.endpoint, security=keys.get(mode, "member-1"), on_message=_Counter()).start()]
-        everyone += [Peer(proxy.endpoint, security=keys.get(mode, f"member-{k + 2}"), on_message=c).start()
-                     for k, c in enumerate(counters)]
+        everyone = [Peer(proxy.endpoint, security=keys.get(mode, "member-1"), on_message=Counter()).start()]
+        everyone += [
+            Peer(proxy.endpoint, security=keys.get(mode, f"member-{k + 2}"), on_message=c).start()
+            for k, c in enumerate(counters)
+        ]
         try:
             want = {p.uuid for p in everyone}
             if not wait_until(lambda: all(set(p.peers()) == want for p in everyone), WAIT_CAP):
                 raise RuntimeError(f"{mode}: data mesh did not converge")
             sender = everyone[0]
-            _warm(lambda f: sender.publish(f[0], f[2]), counters)
+            warm(lambda f: sender.publish(f[0], f[2]), counters)
             return _paced(lambda b: sender.publish(b"bench", b), os.urandom(payload), count, counters)
         finally:
             stop_all(everyone)
@@ -174,18 +180,28 @@ def bench_data(keys: Keys, receivers: int, rounds: int, counts: dict[int, int]) 
         plain = statistics.median(r["delivered"] / r["elapsed"] for r in runs["plain"])
         for m in MODES:
             rate = statistics.median(r["delivered"] / r["elapsed"] for r in runs[m])
-            rows.append({"payload B": payload, "mode": m, "msgs/s delivered": round(rate),
-                         "MB/s": round(rate * payload / 1e6, 1),
-                         "vs plain": round(rate / plain, 3)})
+            rows.append(
+                {
+                    "payload B": payload,
+                    "mode": m,
+                    "msgs/s delivered": round(rate),
+                    "MB/s": round(rate * payload / 1e6, 1),
+                    "vs plain": round(rate / plain, 3),
+                }
+            )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--joins", type=int, default=50, help="joins per mode (default %(default)s)")
-    ap.add_argument("--existing", type=int, default=5, help="members already in the mesh (default %(default)s)")
+    ap.add_argument(
+        "--existing", type=int, default=5, help="members already in the mesh (default %(default)s)"
+    )
     ap.add_argument("--receivers", type=int, default=2, help="data receivers (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=3, help="data runs per mode and payload (default %(default)s)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="data runs per mode and payload (default %(default)s)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     a = ap.parse_args()
     counts = {64: 2_000, 65536: 200} if a.quick else {64: 50_000, 65536: 5_000}
@@ -195,8 +211,12 @@ def main() -> None:
         result: dict[str, Any] = {
             "join": bench_join(keys, joins, a.existing),
             "data": bench_data(keys, a.receivers, rounds, counts),
-            "env": {"pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "cpus": os.cpu_count(),
-                    "loadavg_1m": round(os.getloadavg()[0], 2)},
+            "env": {
+                "pyzmq": zmq.__version__,
+                "libzmq": zmq.zmq_version(),
+                "cpus": os.cpu_count(),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            },
         }
     print(markdown_table(result["join"]))
     print()

@@ -37,8 +37,9 @@ def per_departure(rows: list[dict[str, Any]]) -> float | None:
 
 
 def summary(perf: Path) -> str:
-    j, c, lv, d, dp, ch, py = (load(perf, n) for n in
-                               ("join", "converge", "leave", "discovery", "data", "churn", "pyre"))
+    j, c, lv, d, dp, ch, py = (
+        load(perf, n) for n in ("join", "converge", "leave", "discovery", "data", "churn", "pyre")
+    )
     jz, jc = row(j, peer="zeromesh"), row(j, peer="classic")
     c100 = row(c, peer="zeromesh", mode="in-process", peers=100)
     c50 = row(c, peer="zeromesh", mode="in-process", peers=50)
@@ -55,31 +56,47 @@ def summary(perf: Path) -> str:
     lines = [
         "| benchmark | goal | zeromesh | classic / baseline | met? |",
         "|---|---|---|---|---|",
-        (f"| join latency (in-process) | p50 <= 10 ms, p99 <= 50 ms | p50 {jz.get('p50 ms')} ms, p99 "
-        f"{jz.get('p99 ms')} ms | classic p50 {jc.get('p50 ms')} ms, p90 {jc.get('p90 ms')} ms | "
-        f"{'yes' if jz.get('p50 ms', 99) <= 10 and jz.get('p99 ms', 99) <= 50 else 'no'} |"),
-        (f"| convergence N = 100, in-process | < 1 s | {c100.get('connected ms')} ms (N = 50: "
-        f"{c50.get('connected ms')} ms) | {classic50} | "
-        f"{'yes' if (c100.get('connected ms') or 1e9) < 1000 else 'no: CPU-bound, see section 2'} |"),
-        (f"| leave: D to all dropped | <= 20 ms | p50 {lz.get('leave() to all dropped p50 ms')} ms | "
-        f"classic p50 {lc.get('leave() to all dropped p50 ms')} ms | "
-        f"{'yes' if (lz.get('leave() to all dropped p50 ms') or 99) <= 20 else 'no'} |"),
-        (f"| lifetime end (D) to process exit | <= 20 ms | p50 {lz.get('D to process exit p50 ms')} ms | "
-        f"classic p50 {lc.get('D to process exit p50 ms')} ms | "
-        f"{'yes' if (lz.get('D to process exit p50 ms') or 99) <= 20 else 'close: interpreter shutdown'} |"),
-        (f"| discovery deliveries per join | O(N) | N = 200: {dz.get('sim deliveries')}; real N = 80: "
-        f"{d80z.get('received (peers)')} | N = 200: {dc.get('sim deliveries')}; real N = 80: "
-        f"{d80c.get('received (peers)')} | yes (mixed mesh converged: {d.get('mixed', {}).get('converged')}) |"),
-        (f"| data plane vs raw pyzmq | >= 0.9x | 64 B: {ds.get('ratio_64B')}x, 4 KB: {ds.get('ratio_4096B')}x | "
-        f"raw pyzmq = 1 | {'yes' if min(ds.get('ratio_64B', 0), ds.get('ratio_4096B', 0)) >= 0.9 else 'close'} |"),
-        (f"| churn: rate absorbed, CPU, memory | flat RSS, < 50% of a core | {top_z.get('achieved /s')}/s: "
-         f"{top_z.get('CPU % of a core')}% CPU, {top_z.get('CPU ms per departure')} ms/departure, "
-         f"RSS {per_departure(chz)} KB/departure (last step) | classic: {top_c.get('CPU % of a core')}% CPU, "
-         f"RSS {per_departure(chc)} KB/departure | "
-         f"{'yes' if (top_z.get('CPU % of a core') or 100) < 50 else 'no'} (rate limited by the churners) |"),
-        (f"| vs Pyre (netns) | side by side | join p50 {pz.get('join p50 ms')} ms, 6-node convergence p50 "
-        f"{pz.get('converge p50 ms')} ms | Pyre: join p50 {pp.get('join p50 ms')} ms, convergence p50 "
-        f"{pp.get('converge p50 ms')} ms | ran |"),
+        (
+            f"| join latency (in-process) | p50 <= 10 ms, p99 <= 50 ms | p50 {jz.get('p50 ms')} ms, p99 "
+            f"{jz.get('p99 ms')} ms | classic p50 {jc.get('p50 ms')} ms, p90 {jc.get('p90 ms')} ms | "
+            f"{'yes' if jz.get('p50 ms', 99) <= 10 and jz.get('p99 ms', 99) <= 50 else 'no'} |"
+        ),
+        (
+            f"| convergence N = 100, in-process | < 1 s | {c100.get('connected ms')} ms (N = 50: "
+            f"{c50.get('connected ms')} ms) | {classic50} | "
+            f"{'yes' if (c100.get('connected ms') or 1e9) < 1000 else 'no: CPU-bound, see section 2'} |"
+        ),
+        (
+            f"| leave: D to all dropped | <= 20 ms | p50 {lz.get('leave() to all dropped p50 ms')} ms | "
+            f"classic p50 {lc.get('leave() to all dropped p50 ms')} ms | "
+            f"{'yes' if (lz.get('leave() to all dropped p50 ms') or 99) <= 20 else 'no'} |"
+        ),
+        (
+            f"| lifetime end (D) to process exit | <= 20 ms | p50 {lz.get('D to process exit p50 ms')} ms | "
+            f"classic p50 {lc.get('D to process exit p50 ms')} ms | "
+            f"{'yes' if (lz.get('D to process exit p50 ms') or 99) <= 20 else 'close: interpreter shutdown'} |"
+        ),
+        (
+            f"| discovery deliveries per join | O(N) | N = 200: {dz.get('sim deliveries')}; real N = 80: "
+            f"{d80z.get('received (peers)')} | N = 200: {dc.get('sim deliveries')}; real N = 80: "
+            f"{d80c.get('received (peers)')} | yes (mixed mesh converged: {d.get('mixed', {}).get('converged')}) |"
+        ),
+        (
+            f"| data plane vs raw pyzmq | >= 0.9x | 64 B: {ds.get('ratio_64B')}x, 4 KB: {ds.get('ratio_4096B')}x | "
+            f"raw pyzmq = 1 | {'yes' if min(ds.get('ratio_64B', 0), ds.get('ratio_4096B', 0)) >= 0.9 else 'close'} |"
+        ),
+        (
+            f"| churn: rate absorbed, CPU, memory | flat RSS, < 50% of a core | {top_z.get('achieved /s')}/s: "
+            f"{top_z.get('CPU % of a core')}% CPU, {top_z.get('CPU ms per departure')} ms/departure, "
+            f"RSS {per_departure(chz)} KB/departure (last step) | classic: {top_c.get('CPU % of a core')}% CPU, "
+            f"RSS {per_departure(chc)} KB/departure | "
+            f"{'yes' if (top_z.get('CPU % of a core') or 100) < 50 else 'no'} (rate limited by the churners) |"
+        ),
+        (
+            f"| vs Pyre (netns) | side by side | join p50 {pz.get('join p50 ms')} ms, 6-node convergence p50 "
+            f"{pz.get('converge p50 ms')} ms | Pyre: join p50 {pp.get('join p50 ms')} ms, convergence p50 "
+            f"{pp.get('converge p50 ms')} ms | ran |"
+        ),
     ]
     return "\n".join(lines) + "\n"
 

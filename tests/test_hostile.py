@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import zmq
 from conftest import data_flows, full_mesh, wait_for
-from cpeer import C_STRUCT
 
 from zeromesh import Peer, Proxy
+from zeromesh.testing.cpeer import C_STRUCT
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -8,10 +8,10 @@ from contextlib import ExitStack
 
 import pytest
 from conftest import wait_for
-from cpeer import CPeer, CProxy
 
 from zeromesh import Peer, Proxy
 from zeromesh.proxy import ProxyMode
+from zeromesh.testing.cpeer import CPeer, CProxy
 
 pytestmark = pytest.mark.timeout(40)
 

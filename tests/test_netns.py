@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import wait_for
-from netns import HostMesh, Topology, available, cleanup_stale, netns_names
+
+from zeromesh.testing.netns import HostMesh, Topology, available, cleanup_stale, netns_names
 
 OK, WHY = available()
 pytestmark = [

@@ -247,10 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_args(px)
     px.set_defaults(func=cmd_proxy)
 
-    from . import bench, harness_cli  # soak, matrix, churn-worker, hang-demo; bench
+    from . import harness_cli  # soak, matrix, churn-worker, hang-demo
+    from .bench import cli as bench_cli
 
     harness_cli.register(sub)
-    bench.register(sub)
+    pb = sub.add_parser("bench", help=bench_cli.HELP)
+    bench_cli.add_arguments(pb)
+    pb.set_defaults(func=bench_cli.run)
     security.register(sub)  # keygen
     return parser
 

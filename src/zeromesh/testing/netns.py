@@ -33,6 +33,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,11 +46,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
-    "Child", "CutMode", "HostMesh", "NetnsError", "Topology", "available", "cleanup_stale", "free_port",
-    "netns_names", "spawn_zeromesh", "zeromesh_argv",
+    "Child",
+    "CutMode",
+    "HostMesh",
+    "NetnsError",
+    "Topology",
+    "available",
+    "cleanup_stale",
+    "free_port",
+    "netns_names",
+    "spawn_zeromesh",
+    "zeromesh_argv",
 ]
 
 IP_TIMEOUT = 10.0  # seconds for any single `ip` invocation
@@ -219,7 +232,7 @@ def _kill_pids(pids: Sequence[int], grace: float) -> None:
     while live and time.monotonic() < deadline:
         live = [p for p in live if _pid_alive(p) and not _is_zombie(p)]
         if live:
-            time.sleep(0.02)  # noqa: sleep (polling interval of a bounded wait)
+            time.sleep(0.02)  # sleep: polling interval of a bounded wait
     for p in live:
         try:
             os.kill(p, signal.SIGKILL)
@@ -360,8 +373,7 @@ class Topology:
         _ip("netns", "add", sw)
         self._created.append(sw)
         _ip("-n", sw, "link", "set", "lo", "up")
-        _ip("-n", sw, "link", "add", "br0", "type", "bridge",
-            "stp_state", "0", "forward_delay", "0")
+        _ip("-n", sw, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
         _ip("-n", sw, "link", "set", "br0", "up")
         for h in self.hosts:
             hn = self.ns(h)
@@ -370,8 +382,7 @@ class Topology:
             self._created.append(hn)
             _ip("-n", hn, "link", "set", "lo", "up")
             # veth created in the switch ns, peer lands directly in the host ns
-            _ip("-n", sw, "link", "add", f"v{i}", "type", "veth",
-                "peer", "name", "eth0", "netns", hn)
+            _ip("-n", sw, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0", "netns", hn)
             _ip("-n", sw, "link", "set", f"v{i}", "master", "br0")
             _ip("-n", sw, "link", "set", f"v{i}", "up")
             _ip("-n", hn, "addr", "add", f"{self.addr(h)}/24", "brd", "+", "dev", "eth0")
@@ -386,20 +397,24 @@ class Topology:
             raise RuntimeError("topology closed")
         kw.setdefault("start_new_session", True)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        p: subprocess.Popen[Any] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(host), *argv], **kw
-        )
+        p: subprocess.Popen[Any] = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], **kw)
         self._procs.append(p)
         return p
 
-    def run(self, host: str, argv: Sequence[str], timeout: float = 30.0,
-            **kw: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, host: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         """Run to completion inside `host` (text mode, captured output)."""
         self._check(host)
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], check=False,
-                              timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(host), *argv],
+            check=False,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
 
     def ping(self, src: str, dst: str, count: int = 3, timeout: float = 1.0) -> int:
         """ICMP-echo `dst` from inside `src` (no ping binary needed; raw socket,
@@ -424,8 +439,11 @@ class Topology:
             "  if t==0 and i==ident and sq==q and a[0]==d: ok+=1; break\n"
             "print(ok)\n"
         )
-        r = self.run(src, [sys.executable, "-c", code, self.addr(dst), str(count), str(timeout)],
-                     timeout=count * timeout + 10)
+        r = self.run(
+            src,
+            [sys.executable, "-c", code, self.addr(dst), str(count), str(timeout)],
+            timeout=count * timeout + 10,
+        )
         if r.returncode != 0:
             raise NetnsError(f"ping helper failed: {r.stderr.strip()}")
         return int(r.stdout.strip() or 0)
@@ -496,17 +514,15 @@ class Topology:
                     pass
             self._created.clear()
 
-    def __enter__(self) -> Topology:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:  # last resort; close() is the real API
-        try:
+        with contextlib.suppress(NetnsError, OSError, subprocess.SubprocessError):
             self.close()
-        except Exception:
-            pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -537,16 +553,36 @@ class HostMesh:
         self.topo = topo
         self.children: list[Child] = []
         try:
-            self.proxy = self._spawn("px", "proxy", "--bind", "tcp://0.0.0.0:0",
-                                     "--xsub-bind", "tcp://0.0.0.0:0", "--advertise", topo.addr("px"))
+            self.proxy = self._spawn(
+                "px",
+                "proxy",
+                "--bind",
+                "tcp://0.0.0.0:0",
+                "--xsub-bind",
+                "tcp://0.0.0.0:0",
+                "--advertise",
+                topo.addr("px"),
+            )
             ready = self.proxy.wait(lambda e: e.get("event") == "ready", start_timeout)
             if ready is None:
                 raise RuntimeError(f"proxy did not start: {self.proxy.drain()}")
             self.proxy_endpoint = str(ready["endpoint"])
             self.peers: dict[str, list[Child]] = {
-                h: [self._spawn(h, "peer", "--proxy", self.proxy_endpoint, "--bind", "tcp://0.0.0.0:0",
-                                "--advertise", topo.addr(h)) for _ in range(per_host)]
-                for h in topo.hosts if h != "px"
+                h: [
+                    self._spawn(
+                        h,
+                        "peer",
+                        "--proxy",
+                        self.proxy_endpoint,
+                        "--bind",
+                        "tcp://0.0.0.0:0",
+                        "--advertise",
+                        topo.addr(h),
+                    )
+                    for _ in range(per_host)
+                ]
+                for h in topo.hosts
+                if h != "px"
             }
             self.uuid: dict[Child, str] = {}
             self.endpoint: dict[Child, str] = {}

@@ -26,9 +26,12 @@ import struct
 import threading
 import time
 import uuid as uuidlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 #: The seed's struct, 295 bytes.
 C_STRUCT = struct.Struct("=c37s257s")
@@ -78,7 +81,7 @@ class CProxy:
     def _run(self) -> None:
         zmq.proxy_steerable(self.xsub, self.xpub, None, self._control)
 
-    def start(self) -> CProxy:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -88,7 +91,7 @@ class CProxy:
         assert not self._thread.is_alive(), "C proxy emulation did not stop"
         self.ctx.destroy(linger=0)
 
-    def __enter__(self) -> CProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -129,7 +132,7 @@ class CPeer:
 
     # --- control from the test thread ----------------------------------------------
 
-    def start(self) -> CPeer:
+    def start(self) -> Self:
         self._thread.start()
         assert self._bound.wait(5.0), "C peer emulation did not bind"
         return self
@@ -200,7 +203,9 @@ class CPeer:
             ctx.term()
             self.done.set()
 
-    def _handle(self, raw: bytes, buf: bytearray, proxy_pub: zmq.Socket[Any], data_sub: zmq.Socket[Any]) -> bool:
+    def _handle(
+        self, raw: bytes, buf: bytearray, proxy_pub: zmq.Socket[Any], data_sub: zmq.Socket[Any]
+    ) -> bool:
         """One proxy message; True when it is our own ``D``."""
         self.frames += 1
         if len(raw) > SIZE:
