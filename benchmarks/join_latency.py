@@ -6,7 +6,7 @@ Two measures, each over *n* joins against an in-process directory proxy on loopb
 * ``process``: ``zeromesh peer`` child process start (``Popen``) to the
   ``ready`` line on its stdout (interpreter start-up included);
 
-and, for comparison, ``classic``: in-process joins with ``Behaviour.classic()``
+and, for comparison, ``classic``: in-process joins with ``SeedBehaviour.classic()``
 (one ``C`` per 1 s poll turn), and ``seed``: the byte-level emulation of the
 seed's C peer (:mod:`zeromesh.testing.cpeer`).
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from zeromesh import Behaviour, Peer, Proxy, SocketPolicy
+from zeromesh import Peer, Proxy, SeedBehaviour
 from zeromesh.testing.cpeer import CPeer
 
 
@@ -47,11 +47,7 @@ def _summary(seconds: list[float]) -> dict[str, Any]:
 def _inproc(proxy: Proxy, n: int, classic: bool = False) -> list[float]:
     out = []
     for _ in range(n):
-        peer = Peer(
-            proxy.endpoint,
-            behaviour=Behaviour.classic() if classic else None,
-            policy=SocketPolicy.classic() if classic else None,
-        )
+        peer = Peer(proxy.endpoint, seed=SeedBehaviour.classic() if classic else None)
         t0 = time.perf_counter()
         peer.start()
         try:

@@ -28,7 +28,7 @@ def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float =
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval)  # noqa: sleep (polling interval of a bounded wait)
+        time.sleep(interval)  # sleep: polling interval of a bounded wait
 
 
 def data_flows(sender: Peer, receivers: list[Peer], payload: bytes = b"payload", timeout: float = 5.0) -> bool:
@@ -45,7 +45,8 @@ def data_flows(sender: Peer, receivers: list[Peer], payload: bytes = b"payload",
         return len(got) == len(receivers)
 
     return wait_for(delivered, timeout) and all(
-        getattr(m, "topic", None) == b"news" and getattr(m, "payload", None) == payload
+        getattr(m, "topic", None) == b"news"
+        and getattr(m, "payload", None) == payload
         and getattr(m, "sender", None) == sender.uuid
         for m in got.values()
     )

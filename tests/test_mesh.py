@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import data_flows, full_mesh, wait_for
 
-from zeromesh import Behaviour, Peer, Proxy, SocketPolicy
+from conftest import data_flows, full_mesh, wait_for
+from zeromesh import Peer, Proxy, SeedBehaviour, Tuning
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,7 +47,7 @@ def test_lifetime_ends_in_bounded_exit(proxy: Proxy) -> None:
 
 def test_exit_is_bounded_when_proxy_is_gone() -> None:
     px = Proxy("tcp://127.0.0.1:0").start()
-    p = Peer(px.endpoint, behaviour=Behaviour(leave_timeout=0.5)).start()
+    p = Peer(px.endpoint, tuning=Tuning(leave_timeout=0.5)).start()
     assert p.wait_ready(2.0)
     px.stop()
     t0 = time.monotonic()
@@ -57,7 +57,7 @@ def test_exit_is_bounded_when_proxy_is_gone() -> None:
 
 
 def test_classic_peer_meets_default_peer(proxy: Proxy, peers: list[Peer]) -> None:
-    classic = Peer(proxy.endpoint, behaviour=Behaviour.classic(), policy=SocketPolicy.classic())
+    classic = Peer(proxy.endpoint, seed=SeedBehaviour.classic())
     peers.append(Peer(proxy.endpoint).start())
     peers.append(classic.start())
     assert wait_for(lambda: full_mesh(peers), 5.0)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import data_flows, full_mesh, wait_for
 
-from zeromesh import Behaviour, Peer, Proxy
+from conftest import data_flows, full_mesh, wait_for
+from zeromesh import Peer, Proxy, Tuning
 from zeromesh.cli import main
 from zeromesh.security import MEMBER_CERT, MESH_CERT, Security, SecurityError, keygen
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(30)
 #: How long an intruder is watched for (it would join in milliseconds if it could).
 INTRUDER_WATCH = 1.5
 #: Intruders never hear their own D: do not wait the default 2 s for it.
-QUICK_LEAVE = Behaviour(leave_timeout=0.3)
+QUICK_LEAVE = Tuning(leave_timeout=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,14 @@ def secured_proxy(keys: Path, allow: bool) -> Proxy:
 
 def never_joins(intruder: Peer, proxy: Proxy, members: list[Peer]) -> bool:
     """True if, for INTRUDER_WATCH seconds, *intruder* hears nothing and nobody lists it."""
+
     def seen() -> bool:
-        return (intruder.wait_ready(0) or bool(intruder.peers())
-                or intruder.uuid in proxy.directory.entries
-                or any(intruder.uuid in m.peers() for m in members))
+        return (
+            intruder.wait_ready(0)
+            or bool(intruder.peers())
+            or intruder.uuid in proxy.directory.entries
+            or any(intruder.uuid in m.peers() for m in members)
+        )
 
     return not wait_for(seen, INTRUDER_WATCH, 0.02)
 
@@ -101,7 +105,7 @@ def test_intruder_never_joins_and_nothing_breaks(
 ) -> None:
     proxy, members = secured_mesh
     sec = intruder_security(kind, keys, other_keys, tmp_path)
-    intruder = Peer(proxy.endpoint, security=sec, behaviour=QUICK_LEAVE).start()
+    intruder = Peer(proxy.endpoint, security=sec, tuning=QUICK_LEAVE).start()
     try:
         assert never_joins(intruder, proxy, members)
         if kind == "unlisted-key":  # refused by the allow-list, not by the handshake
@@ -118,7 +122,7 @@ def test_intruder_never_joins_and_nothing_breaks(
 
 def test_secured_peer_cannot_join_a_plain_proxy(keys: Path) -> None:
     with Proxy() as proxy:
-        p = Peer(proxy.endpoint, security=member(keys, 1), behaviour=QUICK_LEAVE).start()
+        p = Peer(proxy.endpoint, security=member(keys, 1), tuning=QUICK_LEAVE).start()
         try:
             assert not p.wait_ready(INTRUDER_WATCH)
             assert not proxy.directory.entries
@@ -131,7 +135,12 @@ def test_secured_peer_cannot_join_a_plain_proxy(keys: Path) -> None:
 
 def test_keygen_layout(keys: Path) -> None:
     assert sorted(f.name for f in (keys / "allow").iterdir()) == [
-        "member-1.key", "member-2.key", "member-3.key", "member-4.key", "proxy.key"]
+        "member-1.key",
+        "member-2.key",
+        "member-3.key",
+        "member-4.key",
+        "proxy.key",
+    ]
     listed = Security.from_dir(keys / "proxy", keys / "allow").allowed
     bundles = [keys / "proxy"] + [keys / f"member-{k}" for k in range(1, 5)]
     secs = [Security.from_dir(b) for b in bundles]
@@ -166,8 +175,7 @@ def _garble(tmp_path: Path, keys: Path, what: str) -> tuple[Path, Path | None, s
     if what == "mismatch":  # another member's secret key under member-1's public key
         other = (keys / "member-2" / MEMBER_CERT).read_text().splitlines()
         mine = (b / MEMBER_CERT).read_text().splitlines()
-        (b / MEMBER_CERT).write_text("\n".join(
-            o if "secret-key" in o else m for m, o in zip(mine, other)) + "\n")
+        (b / MEMBER_CERT).write_text("\n".join(o if "secret-key" in o else m for m, o in zip(mine, other, strict=True)) + "\n")
         return b, None, "does not match"
     allow = tmp_path / "allow"
     allow.mkdir()
@@ -177,8 +185,9 @@ def _garble(tmp_path: Path, keys: Path, what: str) -> tuple[Path, Path | None, s
     return b, allow, "not a ZeroMQ certificate"
 
 
-@pytest.mark.parametrize("what", ["missing-member", "garbage", "short-key", "public-only",
-                                  "mismatch", "empty-allow", "garbage-allow"])
+@pytest.mark.parametrize(
+    "what", ["missing-member", "garbage", "short-key", "public-only", "mismatch", "empty-allow", "garbage-allow"]
+)
 def test_bad_key_files_are_clear_errors(what: str, keys: Path, tmp_path: Path) -> None:
     bundle, allow, gist = _garble(tmp_path, keys, what)
     with pytest.raises(SecurityError, match=gist) as exc:
@@ -189,9 +198,13 @@ def test_bad_key_files_are_clear_errors(what: str, keys: Path, tmp_path: Path) -
 
 
 def test_cli_key_errors_exit_2_without_traceback(tmp_path: Path, zeromesh_exe: list[str]) -> None:
-    r = subprocess.run([*zeromesh_exe, "peer", "--proxy", "tcp://127.0.0.1:1", "--seconds", "1",
-                        "--curve", str(tmp_path / "nowhere")],
-                       capture_output=True, text=True, timeout=20, check=False)
+    r = subprocess.run(
+        [*zeromesh_exe, "peer", "--proxy", "tcp://127.0.0.1:1", "--seconds", "1", "--curve", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert r.returncode == 2
     assert "not a key directory" in r.stderr and "Traceback" not in r.stderr
     assert main(["peer", "--allow", str(tmp_path)]) == 2  # --allow needs --curve
@@ -200,9 +213,25 @@ def test_cli_key_errors_exit_2_without_traceback(tmp_path: Path, zeromesh_exe: l
 def test_cli_peer_joins_a_secured_mesh(keys: Path, zeromesh_exe: list[str]) -> None:
     with secured_proxy(keys, allow=True) as proxy:
         r = subprocess.run(
-            [*zeromesh_exe, "peer", "--proxy", proxy.endpoint, "--seconds", "0.5", "--events", "jsonl",
-             "--curve", str(keys / "member-3"), "--allow", str(keys / "allow")],
-            capture_output=True, text=True, timeout=20, check=False)
+            [
+                *zeromesh_exe,
+                "peer",
+                "--proxy",
+                proxy.endpoint,
+                "--seconds",
+                "0.5",
+                "--events",
+                "jsonl",
+                "--curve",
+                str(keys / "member-3"),
+                "--allow",
+                str(keys / "allow"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     assert r.returncode == 0, r.stderr
     events = [json.loads(line)["event"] for line in r.stdout.splitlines()]
     assert events[0] == "ready" and events[-1] == "exit"

@@ -25,7 +25,6 @@ import uuid as uuidlib
 from typing import Any
 
 from . import hangdemo, timing
-from .cli import peer_config
 from .peer import Peer
 
 
@@ -35,9 +34,11 @@ def _line(obj: dict[str, Any]) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    behaviour, policy = peer_config(a)
+    from .cli.peer import bind_of, peer_options
+
+    tuning, seed = peer_options(a)
     lifetime = a.seconds if a.seconds is not None else 2.0
-    bind = a.bind or f"tcp://127.0.0.1:{a.port}"
+    bind = bind_of(a)
     n = 0
     for cmd in sys.stdin:
         if cmd.strip() != "go":
@@ -50,8 +51,7 @@ def run(a: argparse.Namespace) -> int:
             hangdemo.main(argparse.Namespace(seconds=lifetime, early_linger=False, socket="pub"))
             reason: str | None = "left"
         else:
-            peer = Peer(a.proxy, bind=bind, advertise=a.advertise, behaviour=behaviour,
-                        policy=policy, uuid=uid, lifetime=lifetime)
+            peer = Peer(a.proxy, bind=bind, advertise=a.advertise, tuning=tuning, seed=seed, uuid=uid, lifetime=lifetime)
             try:
                 peer.start()
             except (ValueError, OSError, TimeoutError) as exc:
@@ -68,8 +68,8 @@ def run(a: argparse.Namespace) -> int:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    from .cli import add_peer_args
+    from .cli.peer import add_peer_arguments
 
-    add_peer_args(p)
+    add_peer_arguments(p)
     p.add_argument("--demo-hang", action="store_true",
                    help="each lifetime ends in the deterministic ctx_term hang (tests the watchdog)")

@@ -126,6 +126,22 @@ def validate_endpoint(text: str, schemes: frozenset[str] = DEFAULT_SCHEMES) -> s
     return text
 
 
+def validate_bind(text: str) -> str:
+    """Return *text* if a socket can bind it: ``tcp://HOST:PORT`` with a
+    wildcard, an address or a name for HOST and a port 0-65535 or ``*``, or
+    ``ipc://PATH``. Raises :class:`WireError`."""
+    if text.startswith("tcp://"):
+        host, sep, port = text[len("tcp://") :].rpartition(":")
+        if not sep or not (port == "*" or (port.isdigit() and int(port) <= 65535)):
+            raise _bad("not a bind endpoint tcp://host:port with a port 0-65535 or *", text)
+        if host not in WILDCARD_HOSTS:
+            validate_host(host)
+        return text
+    if text.startswith("ipc://") and text != "ipc://":
+        return validate_endpoint(text) if text != "ipc://*" else text
+    raise _bad("not a tcp:// or ipc:// bind endpoint", text)
+
+
 def advertised(bound: str, advertise: str | None) -> str:
     """The endpoint other hosts should connect to for a socket bound at
     *bound* (its ``LAST_ENDPOINT``): the host replaced by *advertise* when

@@ -43,7 +43,6 @@ def _soak_args(p: argparse.ArgumentParser, *, duration: float, churners: int, li
     b.add_argument("--memray", action="store_true", help="profile the long-lived peer's native allocations with memray")
     b.add_argument("--no-live", dest="live", action="store_false", default=None,
                    help="plain progress lines instead of the live display (automatic when stdout is not a terminal)")
-    b.add_argument("-v", "--verbose", action="count", default=0)
 
 
 def _config(a: argparse.Namespace, out: Path | None, scenario: str) -> SoakConfig:

@@ -26,10 +26,12 @@ class RateLimitedLog:
 
 
 def setup(verbosity: int) -> None:
-    """Logs go to stderr (stdout is for ``--events jsonl``)."""
-    level = logging.WARNING - 10 * verbosity
+    """Logs go to stderr (stdout is for ``--events jsonl``). One default level
+    for every command, INFO (joins, leaves, endpoints); each ``-v`` one level
+    more, each ``-q`` one less."""
+    level = logging.INFO - 10 * verbosity
     logging.basicConfig(
-        level=max(level, logging.DEBUG),
+        level=min(max(level, logging.DEBUG), logging.CRITICAL),
         format="%(asctime)s.%(msecs)03d %(process)d %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )

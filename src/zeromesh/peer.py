@@ -20,13 +20,14 @@ import time
 import uuid as uuidlib
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import zmq
 
 from . import timing, wire
-from .endpoints import DEFAULT_SCHEMES, canonical
+from .endpoints import canonical, validate_bind, validate_endpoint, validate_host
 from .logs import RateLimitedLog
+from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
 from .protocol import (
     Action,
     Behaviour,
@@ -59,6 +60,20 @@ class DataMessage(NamedTuple):
 
 
 MessageCallback = Callable[[DataMessage], None]
+_T = TypeVar("_T")
+
+
+def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
+    """*value* if it is None or a *kind*; else a TypeError naming the argument."""
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
 
 
 class Peer:
@@ -75,27 +90,58 @@ class Peer:
         *,
         bind: str = "tcp://127.0.0.1:0",
         advertise: str | None = None,
-        behaviour: Behaviour | None = None,
-        policy: SocketPolicy | None = None,
         uuid: str | None = None,
         lifetime: float | None = None,
         on_event: EventCallback | None = None,
         on_message: MessageCallback | None = None,
         max_queued: int = 10_000,
-        schemes: frozenset[str] = DEFAULT_SCHEMES,
-        sleep_before_term: float = 0.0,
         security: Security | None = None,
+        tuning: Tuning | None = None,
+        seed: SeedBehaviour | None = None,
+        layers: tuple[Behaviour, SocketPolicy] | None = None,
     ) -> None:
-        self.proxy = proxy
-        self.bind = bind
-        self.advertise = advertise
-        self.behaviour = behaviour or Behaviour()
-        self.policy = policy or SocketPolicy()
-        self.uuid = wire.validate_uuid(uuid) if uuid else str(uuidlib.uuid4())
+        """Check every argument (``TypeError``/:class:`~zeromesh.errors.ConfigError`
+        naming it); nothing starts until :meth:`start`.
+
+        :param proxy: the proxy's well-known XPUB endpoint (``tcp://`` or ``ipc://``).
+        :param bind: where the data PUB binds (port 0: ephemeral).
+        :param advertise: host to announce instead of the bound one (needed
+            with a wildcard bind, e.g. ``tcp://0.0.0.0:0``).
+        :param uuid: this peer's 36-character text UUID (default: random).
+        :param lifetime: seconds until the peer leaves on its own (None: never).
+        :param on_event: called on the loop thread for each :class:`PeerEvent`
+            (otherwise they queue for :meth:`next_event`); exceptions are
+            logged once, counted in :attr:`bad` and never end the loop.
+        :param on_message: called on the loop thread for each
+            :class:`DataMessage` (otherwise they queue for :meth:`recv`).
+        :param max_queued: bound on queued messages and events (>= 1); past it
+            new ones are dropped and counted.
+        :param security: CURVE keys and allow-list (:class:`~zeromesh.security.Security`).
+        :param tuning: production knobs (:class:`~zeromesh.options.Tuning`).
+        :param seed: the seed's behaviours to switch back on, to reproduce its
+            problems (:class:`~zeromesh.options.SeedBehaviour`).
+        :param layers: the protocol's and socket layer's settings themselves,
+            for experiments and tests; overrides *tuning* and *seed*.
+        """
+        self.proxy = validate_endpoint(_text("proxy", proxy))
+        self.bind = validate_bind(_text("bind", bind))
+        self.advertise = None if advertise is None else validate_host(_text("advertise", advertise))
+        self.uuid = wire.validate_uuid(_text("uuid", uuid)) if uuid is not None else str(uuidlib.uuid4())
+        if lifetime is not None:
+            check_number("lifetime", lifetime, maximum=MAX_SECONDS)
+        for name, cb in (("on_event", on_event), ("on_message", on_message)):
+            if cb is not None and not callable(cb):
+                raise TypeError(f"{name} must be callable, not {type(cb).__name__}")
+        check_number("max_queued", max_queued, minimum=1, integer=True)
+        if security is not None and not isinstance(security, Security):
+            raise TypeError(f"security must be a Security, not {type(security).__name__}")
+        self.tuning = _arg("tuning", tuning, Tuning) or Tuning()
+        self.seed = _arg("seed", seed, SeedBehaviour) or SeedBehaviour()
+        self.behaviour, self.policy = layers or layer_settings(self.tuning, self.seed)
         self._uuid_bytes = self.uuid.encode("ascii")
         self.lifetime = lifetime
-        self.schemes = schemes
-        self.sleep_before_term = sleep_before_term
+        self.schemes = self.tuning.schemes
+        self.sleep_before_term = self.seed.sleep_at_exit
         self.security = security
         self._on_event = on_event
         self._on_message = on_message
@@ -221,7 +267,11 @@ class Peer:
     def _run(self) -> None:
         try:
             sockets = PeerSockets(
-                self.policy, self.bind, self.advertise, self.proxy, monitor_data=self.behaviour.expire,
+                self.policy,
+                self.bind,
+                self.advertise,
+                self.proxy,
+                monitor_data=self.behaviour.expire,
                 security=self.security,
             )
         except BaseException as exc:  # reported to start()'s caller

@@ -21,12 +21,10 @@ zeromesh-only. See ``docs/security.md``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import string
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,27 +162,6 @@ class Gate:
         self._auth.stop()
 
 
-# --- the command line -----------------------------------------------------------------
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    """``--curve DIR`` and ``--allow DIR`` for ``zeromesh peer`` and ``zeromesh proxy``."""
-    g = p.add_argument_group("security (CURVE; a secured mesh is zeromesh-only)")
-    g.add_argument("--curve", metavar="DIR",
-                   help=f"encrypt and authenticate with the keys in DIR ({MESH_CERT}, {MEMBER_CERT}; see zeromesh keygen)")
-    g.add_argument("--allow", metavar="DIR",
-                   help="accept only clients whose public key is a *.key file in DIR (needs --curve)")
-
-
-def from_args(a: argparse.Namespace) -> Security | None:
-    """The :class:`Security` the ``--curve``/``--allow`` flags ask for (None: off)."""
-    if a.curve is None:
-        if a.allow is not None:
-            raise SecurityError("--allow needs --curve")
-        return None
-    return Security.from_dir(a.curve, a.allow)
-
-
 def keygen(directory: PathLike, members: int) -> list[Path]:
     """Write a mesh certificate, a proxy bundle, *members* member bundles and
     the allow-list (layout: module docstring) into *directory*, which must be
@@ -214,29 +191,3 @@ def keygen(directory: PathLike, members: int) -> list[Path]:
     for f in allow.iterdir():  # member public keys: anyone may read them
         f.chmod(0o644)
     return bundles
-
-
-def cmd_keygen(a: argparse.Namespace) -> int:
-    try:
-        bundles = keygen(a.dir, a.members)
-    except (SecurityError, OSError) as exc:
-        print(f"zeromesh keygen: {exc}", file=sys.stderr)
-        return 2
-    root = Path(a.dir)
-    print(f"mesh certificate: {root / 'mesh.key_secret'}")
-    for b in bundles:
-        print(f"bundle: {b}  (zeromesh {'proxy' if b.name == 'proxy' else 'peer'} --curve {b} --allow {root / 'allow'})")
-    return 0
-
-
-def _members(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
-        raise argparse.ArgumentTypeError(f"not a member count 1-10000: {text!r}")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction[Any]) -> None:
-    pk = sub.add_parser("keygen", help="create CURVE keys for a secured mesh (mesh certificate, bundles, allow-list)")
-    pk.add_argument("dir", metavar="DIR", help="new (or empty) directory to write the keys into")
-    pk.add_argument("--members", type=_members, default=3, metavar="N", help="member bundles to create (default %(default)s)")
-    pk.set_defaults(func=cmd_keygen)

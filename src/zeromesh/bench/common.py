@@ -124,7 +124,7 @@ def mesh(
     with Proxy("tcp://127.0.0.1:0", mode=mode) as proxy:
         try:
             for _ in range(n):
-                peers.append(Peer(proxy.endpoint, behaviour=b, policy=pol, on_event=recorder).start())
+                peers.append(Peer(proxy.endpoint, layers=(b, pol), on_event=recorder).start())
             if not all(p.wait_ready(WAIT_CAP) for p in peers):
                 raise RuntimeError("mesh did not come up")
             want = {p.uuid for p in peers}

@@ -59,7 +59,7 @@ def host_main(argv: Sequence[str]) -> int:
     if not a.now and sys.stdin.readline().strip() != "go":
         return 1
     t_go = time.time()
-    peers = [Peer(a.proxy, behaviour=b, policy=pol).start() for _ in range(a.k)]
+    peers = [Peer(a.proxy, layers=(b, pol)).start() for _ in range(a.k)]
     t_started = time.time()
     t_known: float | None = None
     t_conn: float | None = None

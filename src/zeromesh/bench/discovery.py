@@ -111,7 +111,7 @@ def measure_join_cost(n: int, classic: bool) -> dict[str, int]:
         r0 = sum(p.protocol.counters.frames for p in peers if p.protocol)
         s0 = sum(p.protocol.counters.sent for p in peers if p.protocol)
         b, pol = classic_config() if classic else (Behaviour(), SocketPolicy(heartbeats=False))
-        new = Peer(proxy.endpoint, behaviour=b, policy=pol).start()
+        new = Peer(proxy.endpoint, layers=(b, pol)).start()
         try:
             everyone = peers + [new]
             wait_until(lambda: all(len(p.peers()) == n + 1 for p in everyone), WAIT_CAP)
@@ -141,7 +141,7 @@ def _mixed_mesh(n: int, classic_every: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             for i in range(n):
                 b, pol = classic_config() if i % classic_every == 0 else (Behaviour(), SocketPolicy())
-                peers.append(Peer(proxy.endpoint, behaviour=b, policy=pol).start())
+                peers.append(Peer(proxy.endpoint, layers=(b, pol)).start())
             want = {p.uuid for p in peers}
             ok = wait_until(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP)
             return {

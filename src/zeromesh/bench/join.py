@@ -18,7 +18,7 @@ def _join_lane(n: int, classic: bool, existing: int, out: list[float]) -> None:
         for _ in range(n):
             rec = Recorder()
             t0 = time.perf_counter()
-            p = Peer(proxy.endpoint, behaviour=b, policy=pol, on_event=rec).start()
+            p = Peer(proxy.endpoint, layers=(b, pol), on_event=rec).start()
             try:
                 if rec.wait([("ready", p.uuid)], WAIT_CAP):
                     out.append(rec.t[("ready", p.uuid)] - t0)

@@ -34,7 +34,7 @@ def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float],
             return all((uuid in q.peers()) is known for q in peers)
 
         for _ in range(leaves):
-            p = Peer(proxy.endpoint, behaviour=b, policy=pol, on_event=rec).start()
+            p = Peer(proxy.endpoint, layers=(b, pol), on_event=rec).start()
             try:
                 if not rec.wait([("join", p.uuid)], WAIT_CAP) or not wait_until(
                     functools.partial(known_to_all, p.uuid, True), WAIT_CAP
@@ -122,7 +122,7 @@ def bench_leave(
         rec = Recorder()
         b, pol = classic_config() if classic else (Behaviour(), SocketPolicy())
         with Proxy("tcp://127.0.0.1:0", mode="classic" if classic else "directory") as proxy:
-            observer = Peer(proxy.endpoint, behaviour=b, policy=pol, on_event=rec).start()
+            observer = Peer(proxy.endpoint, layers=(b, pol), on_event=rec).start()
             try:
                 observer.wait_ready(WAIT_CAP)
                 for _ in range(processes):
