@@ -20,6 +20,7 @@ import time
 import uuid as uuidlib
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 import zmq
@@ -61,6 +62,34 @@ class DataMessage(NamedTuple):
 
 MessageCallback = Callable[[DataMessage], None]
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """A snapshot of one peer's counters (:meth:`Peer.stats`)."""
+
+    uuid: str
+    endpoint: str | None
+    phase: str
+    #: Peers known now, this one not counted.
+    peers: int
+    joins: int
+    leaves: int
+    expired: int
+    replaced: int
+    #: Discovery frames handled and sent.
+    frames: int
+    frames_sent: int
+    #: Valid frames the protocol ignored, by reason (stale, own uuid ...).
+    ignored: dict[str, int]
+    #: Input dropped before the protocol (malformed frames, foreign data,
+    #: failed callbacks), by reason.
+    rejected: dict[str, int]
+    published: int
+    received: int
+    #: Messages and events dropped because their queue was full.
+    dropped_messages: int
+    dropped_events: int
 
 
 def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
@@ -145,9 +174,11 @@ class Peer:
         self.security = security
         self._on_event = on_event
         self._on_message = on_message
-        self._events: queue.Queue[PeerEvent] = queue.Queue()
+        self._events: queue.Queue[PeerEvent] = queue.Queue(max_queued)
         self._messages: queue.Queue[DataMessage] = queue.Queue(max_queued)
         self._lock = threading.Lock()
+        #: Notified (under _lock) whenever the peer table changes: wait_for_peers().
+        self._changed = threading.Condition(self._lock)
         self._snapshot: dict[str, str] = {}
         self._ready = threading.Event()
         self._started = threading.Event()
@@ -164,6 +195,9 @@ class Peer:
         #: Problems seen on the wire, by reason; never fatal.
         self.bad: Counter[str] = Counter()
         self.dropped_messages = 0
+        self.dropped_events = 0
+        self.received = 0
+        self.published = 0
         self.protocol: PeerProtocol | None = None
         #: resolved endpoint (as monitor events name it) -> endpoint as announced
         self._announced: dict[str, str] = {}
@@ -220,9 +254,11 @@ class Peer:
 
     @property
     def done(self) -> bool:
+        """True once the loop has ended and the context is terminated."""
         return self._done.is_set()
 
     def wait_done(self, timeout: float | None = None) -> bool:
+        """Wait for :attr:`done`; False if *timeout* passed first."""
         return self._done.wait(timeout)
 
     # --- application API ---------------------------------------------------
@@ -232,7 +268,49 @@ class Peer:
         with self._lock:
             return dict(self._snapshot)
 
+    def wait_for_peers(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until this peer knows at least *n* other peers; False if
+        *timeout* passed first (or the peer ended). An event, not a poll."""
+        check_number("n", n, integer=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while len(self._snapshot.keys() - {self.uuid}) < n:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self._done.is_set():
+                    return False
+                # Bounded waits so that the end of the loop is noticed too.
+                self._changed.wait(0.1 if left is None else min(left, 0.1))
+            return True
+
+    def stats(self) -> PeerStats:
+        """A consistent, thread-safe snapshot of this peer's counters."""
+        proto = self.protocol
+        c = proto.counters if proto is not None else None
+        with self._lock:
+            known = len(self._snapshot.keys() - {self.uuid})
+        return PeerStats(
+            uuid=self.uuid,
+            endpoint=self.endpoint,
+            phase=proto.phase.value if proto is not None else "not started",
+            peers=known,
+            joins=c.joins if c else 0,
+            leaves=c.leaves if c else 0,
+            expired=c.expired if c else 0,
+            replaced=c.replaced if c else 0,
+            frames=c.frames if c else 0,
+            frames_sent=c.sent if c else 0,
+            ignored=dict(c.ignored) if c else {},
+            rejected=dict(self.bad),  # dict(Counter) copies in C, atomically under the GIL
+            published=self.published,
+            received=self.received,
+            dropped_messages=self.dropped_messages,
+            dropped_events=self.dropped_events,
+        )
+
     def next_event(self, timeout: float | None = None) -> PeerEvent | None:
+        """The next event (when no ``on_event`` callback was given), or None
+        after *timeout*. The queue holds at most ``max_queued`` events; the
+        newest are dropped past that (counted in :meth:`stats`)."""
         try:
             return self._events.get(timeout=timeout)
         except queue.Empty:
@@ -244,6 +322,7 @@ class Peer:
         if self._sockets is None:
             raise RuntimeError("peer not started")
         self._sockets.publish([topic, self._uuid_bytes, payload])
+        self.published += 1
 
     def recv(self, timeout: float | None = None) -> DataMessage | None:
         """The next data message (when no ``on_message`` callback was given)."""
@@ -367,31 +446,36 @@ class Peer:
     def _read_data(self, s: PeerSockets) -> None:
         # The data hot path: bound methods and int flags (see sockets.NOBLOCK).
         recv, more = s.data_sub.recv, s.data_sub.getsockopt
-        for _ in range(1000):
-            try:
-                frames = [recv(NOBLOCK)]
-            except zmq.Again:
-                return
-            while more(RCVMORE):
-                frames.append(recv(NOBLOCK))
-            if len(frames) != 3:
-                self.bad["foreign-data"] += 1  # e.g. a C peer's empty dummy message
-                continue
-            try:
-                msg = DataMessage(frames[0], frames[1].decode("ascii"), frames[2])
-            except UnicodeDecodeError:
-                self.bad["foreign-data"] += 1
-                continue
-            if self._on_message is not None:
+        got = 0
+        try:
+            for _ in range(1000):
                 try:
-                    self._on_message(msg)
-                except Exception:
-                    self._failed("on_message-callback")
-            else:
+                    frames = [recv(NOBLOCK)]
+                except zmq.Again:
+                    return
+                while more(RCVMORE):
+                    frames.append(recv(NOBLOCK))
+                if len(frames) != 3:
+                    self.bad["foreign-data"] += 1  # e.g. a C peer's empty dummy message
+                    continue
                 try:
-                    self._messages.put_nowait(msg)
-                except queue.Full:
-                    self.dropped_messages += 1
+                    msg = DataMessage(frames[0], frames[1].decode("ascii"), frames[2])
+                except UnicodeDecodeError:
+                    self.bad["foreign-data"] += 1
+                    continue
+                got += 1
+                if self._on_message is not None:
+                    try:
+                        self._on_message(msg)
+                    except Exception:
+                        self._failed("on_message-callback")
+                else:
+                    try:
+                        self._messages.put_nowait(msg)
+                    except queue.Full:
+                        self.dropped_messages += 1
+        finally:
+            self.received += got  # once per batch: the counter costs nothing per message
 
     def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop
@@ -428,8 +512,9 @@ class Peer:
                     return True
             except Exception:
                 self._failed("action")
-        with self._lock:
+        with self._changed:
             self._snapshot = proto.snapshot()
+            self._changed.notify_all()
         return False
 
     def _apply_one(self, a: Action, s: PeerSockets) -> bool:
@@ -475,8 +560,12 @@ class Peer:
             # Queued for next_event() only without a callback: whoever takes
             # events by callback never reads the queue, which then grew by two
             # events per peer that came and went (~1 KB per departure, found
-            # by the soak on the CLI's long-lived peer).
-            self._events.put(ev)
+            # by the soak on the CLI's long-lived peer). Bounded: remote
+            # joins and leaves must not grow memory when nobody reads.
+            try:
+                self._events.put_nowait(ev)
+            except queue.Full:
+                self.dropped_events += 1
         else:
             try:
                 self._on_event(ev)

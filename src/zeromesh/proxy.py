@@ -25,7 +25,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import timing, wire
 from .directory import Directory
-from .endpoints import DEFAULT_SCHEMES, advertised, canonical
+from .endpoints import DEFAULT_SCHEMES, advertised, canonical, validate_bind, validate_host
+from .errors import ConfigError
 from .logs import RateLimitedLog
 from .security import Gate, Security
 from .sockets import (
@@ -39,6 +40,25 @@ from .sockets import (
 log = logging.getLogger(__name__)
 
 ProxyMode = Literal["directory", "classic"]
+
+
+def _check_arguments(
+    bind: object, xsub_bind: object, advertise: object, mode: object, heartbeats: object, security: object
+) -> None:
+    for name, value in (("bind", bind), ("xsub_bind", xsub_bind)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        validate_bind(value)
+    if advertise is not None:
+        if not isinstance(advertise, str):
+            raise TypeError(f"advertise must be a str, not {type(advertise).__name__}")
+        validate_host(advertise)
+    if mode not in ("directory", "classic"):
+        raise ConfigError(f"mode must be 'directory' or 'classic', not {mode!r}")
+    if not isinstance(heartbeats, bool):
+        raise TypeError(f"heartbeats must be a bool, not {type(heartbeats).__name__}")
+    if security is not None and not isinstance(security, Security):
+        raise TypeError(f"security must be a Security, not {type(security).__name__}")
 
 
 class Proxy:
@@ -57,6 +77,10 @@ class Proxy:
         schemes: frozenset[str] = DEFAULT_SCHEMES,
         security: Security | None = None,
     ) -> None:
+        """Bind both sockets (raises what binding raises); :meth:`start` runs
+        the loop. Arguments are checked first (``TypeError``/``ValueError``
+        naming the argument)."""
+        _check_arguments(bind, xsub_bind, advertise, mode, heartbeats, security)
         self.mode = mode
         self.security = security
         self.gate: Gate | None = None
