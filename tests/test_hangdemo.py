@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from zeromesh import stacks
+from zeromesh.harness import stacks
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -34,8 +34,7 @@ def test_late_linger_hangs_in_ctx_term_and_stacks_show_it(zeromesh_exe: list[str
         with pytest.raises(subprocess.TimeoutExpired):
             p.wait(STUCK_AFTER)
         tool, text = stacks.capture(p.pid)
-        if tool == "none":
-            pytest.skip("neither py-spy nor gdb can attach here: " + text[:200])
+        assert tool in ("py-spy", "gdb"), text[:300]  # the soak extra brings py-spy
         assert "zmq_ctx_term" in text
         if tool == "py-spy":
             assert "hangdemo.py" in text  # the Python frames too

@@ -103,9 +103,15 @@ SAMPLE_INTERVAL = 1.0
 STACK_CAPTURE_TIMEOUT = 30.0
 #: Progress line interval when the live display is off (logs, CI).
 SOAK_LOG_INTERVAL = 10.0
-#: Samples of the first fifth of a soak, and at least its first this many
-#: seconds, are warm-up (allocator arenas, mesh filling) and left out of the slope.
-SOAK_WARMUP_MIN = 5.0
+#: Churn before a soak starts measuring (seconds): the mesh fills and the
+#: long-lived peers' allocators reach their working set (measured: their RSS
+#: jumps by ~25 MB in the first seconds, then creeps by 0.2-0.3 KB per
+#: departure; a leaked connection is ~12 KB). At the default churn (about 15
+#: departures a second) that is ~300 departures, several times the churners'
+#: concurrency; the slope is measured over the rest of the run.
+SOAK_WARMUP = 20.0
+#: Extra time a long-lived peer under memray gets to exit (it writes its capture).
+MEMRAY_EXIT_GRACE = 30.0
 
 # --- benchmarks ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import psutil
 
-from .. import procs
+from ..harness import procs
 from ..peer import Peer
 from ..proxy import Proxy
 from .common import WAIT_CAP, Result, read_json_line, send_line, stop_all, wait_until

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import procs
+from ..harness import procs
 from ..peer import Peer
 from ..protocol import Behaviour
 from ..proxy import Proxy

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from .. import procs
+from ..harness import procs
 from ..peer import Peer
 from ..testing import netns
 from .common import WAIT_CAP, Result, ms, percentiles

@@ -16,16 +16,14 @@ the fix.
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
 import zmq
 
-from . import timing
+from .. import timing
 
 
 def unused_endpoint() -> str:
@@ -73,26 +71,10 @@ def run(early_linger: bool = False, kind: str = "pub") -> None:
     s.disconnect(ep)  # session torn down with the linger in force now
     s.setsockopt(zmq.LINGER, 0)  # the seed's late linger: too late for that session
     s.close()
-    print(f"hang-demo: term() ({kind}, {'early' if early_linger else 'late'} linger)", file=sys.stderr, flush=True)
+    print(
+        f"hang-demo: term() ({kind}, {'early' if early_linger else 'late'} linger)",
+        file=sys.stderr,
+        flush=True,
+    )
     ctx.term()
     print("hang-demo: term() returned", file=sys.stderr, flush=True)
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", "-seconds", type=float, default=0.0, metavar="N",
-                   help="live this long first, like a churned peer (so the soak watchdog can run it)")
-    p.add_argument("--early-linger", "-early-linger", action="store_true",
-                   help="set linger at creation: term returns (the fix)")
-    p.add_argument("--socket", choices=["pub", "push"], default="pub",
-                   help="pub: a PUB whose subscriber vanished (as in the seed); push: a PUSH to nobody")
-
-
-def main(a: argparse.Namespace) -> int:
-    if a.seconds > 0:
-        threading.Event().wait(a.seconds)  # the "lifetime" of this pretend peer
-    try:
-        run(early_linger=a.early_linger, kind=a.socket)
-    except KeyboardInterrupt:
-        print("hang-demo: interrupted while hung in term()", file=sys.stderr)
-        return 130
-    return 0

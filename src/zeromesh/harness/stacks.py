@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import timing
+from .. import timing
 
 
 def find_tool(name: str) -> str | None:
