@@ -133,9 +133,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=100, help="joins per measure (default %(default)s)")
     ap.add_argument("--processes", type=int, help="CLI joins (default: -n)")
-    ap.add_argument(
-        "--classic", type=int, default=5, help="seed-behaviour joins, each kind (default %(default)s)"
-    )
+    ap.add_argument("--classic", type=int, default=5, help="seed-behaviour joins, each kind (default %(default)s)")
     a = ap.parse_args()
     print(json.dumps(measure(a.n, a.processes, a.classic), indent=2))
 

@@ -75,8 +75,7 @@ def next_event(p: Peer, pred: Callable[[PeerEvent], bool], timeout: float) -> Pe
 def connected_to_all(observers: list[Peer], uuid: str) -> bool:
     """Every observer knows *uuid* and has every data connection up."""
     return all(
-        uuid in o.peers() and o.protocol is not None and o.protocol.pending_connections() == 0
-        for o in observers
+        uuid in o.peers() and o.protocol is not None and o.protocol.pending_connections() == 0 for o in observers
     )
 
 
@@ -235,13 +234,9 @@ def table(res: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument(
-        "--kills", type=int, default=50, help="SIGKILLs for crash detection (default %(default)s)"
-    )
+    ap.add_argument("--kills", type=int, default=50, help="SIGKILLs for crash detection (default %(default)s)")
     ap.add_argument("--restarts", type=int, default=10, help="proxy restarts (default %(default)s)")
-    ap.add_argument(
-        "--partitions", type=int, default=5, help="cut/heal cycles in netns (default %(default)s)"
-    )
+    ap.add_argument("--partitions", type=int, default=5, help="cut/heal cycles in netns (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write all figures here")
     a = ap.parse_args()
     res: dict[str, Any] = {

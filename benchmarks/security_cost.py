@@ -55,8 +55,7 @@ def mesh(keys: Keys, mode: str, n: int, **peer_kw: Any) -> Iterator[tuple[Proxy,
     """A proxy and *n* converged members (member-1 .. member-n)."""
     with Proxy(security=keys.get(mode, "proxy")) as proxy:
         peers = [
-            Peer(proxy.endpoint, security=keys.get(mode, f"member-{k}"), **peer_kw).start()
-            for k in range(1, n + 1)
+            Peer(proxy.endpoint, security=keys.get(mode, f"member-{k}"), **peer_kw).start() for k in range(1, n + 1)
         ]
         try:
             want = {p.uuid for p in peers}
@@ -127,9 +126,7 @@ class _Gauge(Counter):
             self.reached.set()
 
 
-def _paced(
-    publish: Callable[[bytes], None], payload: bytes, count: int, gauges: list[_Gauge]
-) -> dict[str, float]:
+def _paced(publish: Callable[[bytes], None], payload: bytes, count: int, gauges: list[_Gauge]) -> dict[str, float]:
     """Send *count* messages in batches of BATCH, each batch waited for by
     every receiver (bounded): a lossless, flow-controlled throughput."""
     for g in gauges:
@@ -195,13 +192,9 @@ def bench_data(keys: Keys, receivers: int, rounds: int, counts: dict[int, int]) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--joins", type=int, default=50, help="joins per mode (default %(default)s)")
-    ap.add_argument(
-        "--existing", type=int, default=5, help="members already in the mesh (default %(default)s)"
-    )
+    ap.add_argument("--existing", type=int, default=5, help="members already in the mesh (default %(default)s)")
     ap.add_argument("--receivers", type=int, default=2, help="data receivers (default %(default)s)")
-    ap.add_argument(
-        "--rounds", type=int, default=3, help="data runs per mode and payload (default %(default)s)"
-    )
+    ap.add_argument("--rounds", type=int, default=3, help="data runs per mode and payload (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     a = ap.parse_args()
     counts = {64: 2_000, 65536: 200} if a.quick else {64: 50_000, 65536: 5_000}

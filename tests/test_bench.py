@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from zeromesh.bench import churn, converge, data, discovery, join, leave, pyre
+from zeromesh import Peer, timing
+from zeromesh.bench import churn, converge, data, discovery, idle, join, leave, proxy, pyre
 from zeromesh.bench.common import write_result
 from zeromesh.cli import build_parser, main
+from zeromesh.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,15 +76,42 @@ def test_discovery_real_mesh_matches_the_state_machines(tmp_path: Path, fonts_lo
     assert png.stat().st_size > 1000
 
 
-def test_converge_reports_connections_after_knowledge() -> None:
+def test_converge_has_a_raw_row_and_a_ratio() -> None:
     r = converge.bench_converge(
-        sizes=(3,), classic_sizes=(), per_host=50, processes=0, timeout=20.0, heartbeat_cost=False
+        sizes=(3,), classic_sizes=(), per_host=2, processes=0, timeout=30.0, rounds=1, heartbeats=(True,)
     )
     check_shape(r, "converge")
-    (row,) = r["rows"]
-    assert row["known ms"] is not None and row["connected ms"] is not None
-    assert row["connected ms"] >= row["known ms"]
-    assert row["discovery frames"] >= 3 * 3  # every peer heard every C at least once
+    raw, zm = r["rows"]
+    assert raw["peer"] == "raw pyzmq" and zm["peer"] == "zeromesh" and raw["processes"] == zm["processes"] == 2
+    assert zm["known ms"] is not None and zm["connected ms"] >= zm["known ms"]
+    assert raw["connected ms"] is not None and raw["discovery frames"] == 0
+    assert zm["ratio vs raw"] == pytest.approx(zm["connected ms"] / raw["connected ms"], abs=0.01)
+    assert zm["discovery frames"] >= 3 * 3  # every peer heard every C at least once
+
+
+def test_idle_mesh_cpu_is_measured_for_every_lane() -> None:
+    r = idle.bench_idle(sizes=(3,), per_host=2, seconds=0.3, rounds=1)
+    check_shape(r, "idle")
+    assert [row["impl"] for row in r["rows"]] == [
+        "zeromesh",
+        "raw pyzmq, zeromesh's heartbeats",
+        "zeromesh, no heartbeats",
+        "raw pyzmq, no heartbeats",
+    ]
+    for row in r["rows"]:
+        assert row["runs"] == 1 and row["CPU % per peer"] >= 0
+    raw_rows = [row for row in r["rows"] if row["impl"].startswith("raw")]
+    assert all(row["proxy CPU %"] == 0 for row in raw_rows)  # raw has no proxy
+
+
+def test_proxy_forwarding_is_measured_against_libzmqs() -> None:
+    r = proxy.bench_proxy(subscribers=(1,), seconds=0.3)
+    check_shape(r, "proxy")
+    c, zm = r["rows"]
+    assert c["proxy"].startswith("libzmq") and zm["proxy"].startswith("zeromesh")
+    assert c["forwarded /s (probe)"] > 0 and zm["forwarded /s (probe)"] > 0
+    # The probe sees what the proxy counts (nothing dropped on one fast subscriber's way).
+    assert zm["forwarded /s (proxy)"] >= zm["forwarded /s (probe)"]
 
 
 def test_leave_is_seen_by_everyone_and_processes_exit_cleanly() -> None:
@@ -94,15 +123,30 @@ def test_leave_is_seen_by_everyone_and_processes_exit_cleanly() -> None:
     assert zm["process runs"] == 1 and zm["nonzero rc"] == 0
 
 
-def test_data_plane_delivers_and_compares_with_raw() -> None:
-    r = data.bench_data(receivers=1, rounds=1, counts={64: 2000})
+def test_data_plane_with_a_large_hwm_loses_nothing_on_either_side() -> None:
+    # Same socket options on both sides; with an HWM above the message count
+    # neither PUB may drop. A long stall bound keeps a loaded machine's pauses
+    # from counting as loss.
+    r = data.bench_data(receivers=1, rounds=1, counts={64: 2000}, hwms=(data.LARGE_HWM,), stall=10.0)
     check_shape(r, "data")
     raw, zm = r["rows"]
     assert raw["impl"] == "raw pyzmq" and zm["impl"] == "zeromesh"
-    assert zm["msgs/s (delivered, all receivers)"] > 0 and raw["msgs/s (delivered, all receivers)"] > 0
-    assert 0 <= zm["loss %"] <= 100 and 0 <= raw["loss %"] <= 100
+    assert raw["loss %"] == 0 and zm["loss %"] == 0 and zm["dropped by zeromesh (counted)"] == 0
     rate = "msgs/s (delivered, all receivers)"
     assert zm["ratio vs raw"] == pytest.approx(zm[rate] / raw[rate], abs=0.01)
+
+
+def test_raw_rows_copy_zeromeshs_data_socket_options() -> None:
+    pub, sub = data.zeromesh_options(17)
+    assert pub["SNDHWM"] == 17 and sub["RCVHWM"] == 17
+    assert pub["HEARTBEAT_IVL"] == 1000 * timing.DATA_PUB_HEARTBEAT_IVL
+    assert sub["HEARTBEAT_IVL"] == 1000 * timing.HEARTBEAT_IVL
+
+
+@pytest.mark.parametrize("bad", [-1, 2**31, 1.5, True])
+def test_data_hwm_is_checked(bad: object) -> None:
+    with pytest.raises((TypeError, ConfigError)):
+        Peer("tcp://127.0.0.1:1", data_hwm=bad)  # type: ignore[arg-type]
 
 
 def test_churn_long_lived_peers_see_departures() -> None:
@@ -145,6 +189,11 @@ def test_cli_has_a_bench_subcommand() -> None:
     assert a.command == "bench" and a.which == "discovery" and a.quick
     with pytest.raises(SystemExit):
         build_parser("bench").parse_args(["bench", "nonsense"])
+    a = build_parser("bench").parse_args(["bench", "converge", "--sizes", "10,50,100", "--rounds", "2"])
+    assert a.sizes == [10, 50, 100] and a.rounds == 2
+    for bad in ("10,x", "1", ""):
+        with pytest.raises(SystemExit):
+            build_parser("bench").parse_args(["bench", "converge", "--sizes", bad])
 
 
 def test_bench_without_its_extra_names_the_install_command(
@@ -158,7 +207,7 @@ def test_bench_without_its_extra_names_the_install_command(
     assert "pip install 'zeromesh[bench]'" in line
 
 
-@pytest.mark.parametrize("module", ["converge", "churn", "pyre"])
+@pytest.mark.parametrize("module", ["converge", "churn", "pyre", "proxy"])
 def test_child_entry_points_run_as_modules(module: str) -> None:
     # Each child entry point answers --help through ``python -m`` (no argv dispatch).
     r = subprocess.run(

@@ -44,7 +44,7 @@ from .protocol import (
     Send,
 )
 from .security import Security
-from .sockets import NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, liveness, read_discovery
+from .sockets import DEFAULT_DATA_HWM, NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, liveness, read_discovery
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class Peer:
         on_event: EventCallback | None = None,
         on_message: MessageCallback | None = None,
         max_queued: int = 10_000,
+        data_hwm: int = DEFAULT_DATA_HWM,
         security: Security | None = None,
         tuning: Tuning | None = None,
         seed: SeedBehaviour | None = None,
@@ -145,6 +146,12 @@ class Peer:
             :class:`DataMessage` (otherwise they queue for :meth:`recv`).
         :param max_queued: bound on queued messages and events (>= 1); past it
             new ones are dropped and counted.
+        :param data_hwm: high-water mark of the data connections, in messages
+            per connection (the data PUB's ``SNDHWM``, the data SUB's
+            ``RCVHWM``; 0: unbounded). A subscriber that falls this far behind
+            loses what is published meanwhile: a PUB drops, it never blocks.
+            libzmq does not count those drops; what this peer drops itself
+            (a full ``max_queued``) is counted in :meth:`stats`.
         :param security: CURVE keys and allow-list (:class:`~zeromesh.security.Security`).
         :param tuning: production knobs (:class:`~zeromesh.options.Tuning`).
         :param seed: the seed's behaviours to switch back on, to reproduce its
@@ -162,6 +169,8 @@ class Peer:
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name} must be callable, not {type(cb).__name__}")
         check_number("max_queued", max_queued, minimum=1, integer=True)
+        check_number("data_hwm", data_hwm, integer=True, maximum=2**31 - 1)
+        self.data_hwm = data_hwm
         if security is not None and not isinstance(security, Security):
             raise TypeError(f"security must be a Security, not {type(security).__name__}")
         self.tuning = _arg("tuning", tuning, Tuning) or Tuning()
@@ -352,6 +361,7 @@ class Peer:
                 self.proxy,
                 monitor_data=self.behaviour.expire,
                 security=self.security,
+                data_hwm=self.data_hwm,
             )
         except BaseException as exc:  # reported to start()'s caller
             self._start_error = exc

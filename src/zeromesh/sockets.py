@@ -41,6 +41,12 @@ NOBLOCK = int(zmq.NOBLOCK)
 SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 RCVMORE = int(zmq.RCVMORE)
 
+#: Default data high-water mark, in messages per connection (libzmq's own
+#: default): the data PUB's SNDHWM and the data SUB's RCVHWM. A subscriber
+#: that falls this far behind loses what its publisher sends meanwhile
+#: (a PUB drops, it never blocks); 0 means no bound (memory is then the bound).
+DEFAULT_DATA_HWM = 1000
+
 
 class LingerWhen(str, enum.Enum):
     CREATION = "creation"  # zeromesh default: before bind/connect
@@ -166,8 +172,10 @@ class PeerSockets:
         proxy: str,
         monitor_data: bool,
         security: Security | None = None,
+        data_hwm: int = DEFAULT_DATA_HWM,
     ) -> None:
         self.policy = policy
+        self.data_hwm = data_hwm
         self.security = security
         self.gate: Gate | None = None
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -215,8 +223,11 @@ class PeerSockets:
         if name == "dataPub":
             ivl = timing.DATA_PUB_HEARTBEAT_IVL
             set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
+            s.setsockopt(zmq.SNDHWM, self.data_hwm)
         else:
             set_transport_options(s, p.heartbeats)
+        if name == "dataSub":
+            s.setsockopt(zmq.RCVHWM, self.data_hwm)
         if self.security is not None:  # CURVE role: only the data PUB binds
             (self.security.apply_server if name == "dataPub" else self.security.apply_client)(s)
         if p.monitor_sockets:

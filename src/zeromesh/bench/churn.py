@@ -109,9 +109,7 @@ def churner_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _churn(
-    proxy: str, rate: float, seconds: float, life: float, drivers: int, at_go: Callable[[], None]
-) -> int:
+def _churn(proxy: str, rate: float, seconds: float, life: float, drivers: int, at_go: Callable[[], None]) -> int:
     """Churn at *rate* from *drivers* child processes (one process cannot
     create and tear down peers fast enough on its own); *at_go* runs once
     they are all up, right before they start. Returns peers started."""
@@ -128,10 +126,7 @@ def _churn(
         "--life",
         str(life),
     ]
-    children = [
-        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(drivers)
-    ]
+    children = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(drivers)]
     try:
         for p in children:
             read_json_line(p, WAIT_CAP)
@@ -180,8 +175,7 @@ def bench_churn(
                 # churner that left before it was heard is never seen to join or leave.
                 wait_until(
                     lambda: all(
-                        ll.sample()[2] - before[k][2] >= ll.sample()[3] - before[k][3]
-                        for k, ll in lls.items()
+                        ll.sample()[2] - before[k][2] >= ll.sample()[3] - before[k][3] for k, ll in lls.items()
                     ),
                     5.0,
                     0.05,

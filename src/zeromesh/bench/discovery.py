@@ -28,9 +28,7 @@ def simulate_join(n: int, classic: bool) -> dict[str, int]:
     counts = {"sent": 0, "forwarded": 0, "delivered": 0}
 
     def welcome() -> wire.Message:
-        return wire.Message(
-            wire.Command.WELCOME, d.proxy_uuid, "tcp://127.0.0.1:1", {} if classic else d.welcome_ext()
-        )
+        return wire.Message(wire.Command.WELCOME, d.proxy_uuid, "tcp://127.0.0.1:1", {} if classic else d.welcome_ext())
 
     def run(queue: list[wire.Message], count: bool) -> None:
         while queue:
@@ -74,7 +72,7 @@ def _join_quiet(protos: list[PeerProtocol], i: int) -> None:
     """Add a peer that already knows the whole mesh, and tell the mesh (no traffic counted)."""
     p = PeerProtocol(f"00000000-0000-4000-8000-{i:012d}", f"tcp://127.0.0.1:{10000 + i}", Behaviour())
     me = wire.Message(wire.Command.CONNECT, p.uuid, p.endpoint)
-    for q in protos + [p]:
+    for q in [*protos, p]:
         q.on_frame(me, 0.0)
     for q in protos:
         p.on_frame(wire.Message(wire.Command.CONNECT, q.uuid, q.endpoint), 0.0)
@@ -113,15 +111,13 @@ def measure_join_cost(n: int, classic: bool) -> dict[str, int]:
         b, pol = classic_config() if classic else (Behaviour(), SocketPolicy(heartbeats=False))
         new = Peer(proxy.endpoint, layers=(b, pol)).start()
         try:
-            everyone = peers + [new]
+            everyone = [*peers, new]
             wait_until(lambda: all(len(p.peers()) == n + 1 for p in everyone), WAIT_CAP)
             _quiet(proxy, everyone)
             assert new.protocol is not None
             received = sum(p.protocol.counters.frames for p in peers if p.protocol) - r0
             received += new.protocol.counters.frames - 1  # its welcome is not channel traffic
-            sent = (
-                sum(p.protocol.counters.sent for p in peers if p.protocol) - s0 + new.protocol.counters.sent
-            )
+            sent = sum(p.protocol.counters.sent for p in peers if p.protocol) - s0 + new.protocol.counters.sent
             return {
                 "sent": sent,
                 "forwarded": proxy.forwarded - f0,
@@ -211,13 +207,11 @@ def plot_discovery(rows: Sequence[dict[str, Any]], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for peer, colour in (("classic", "tab:red"), ("zeromesh", "tab:blue")):
         sim = [(r["N"], r["sim deliveries"]) for r in rows if r["peer"] == peer and "sim deliveries" in r]
-        real = [
-            (r["N"], r["received (peers)"]) for r in rows if r["peer"] == peer and "received (peers)" in r
-        ]
+        real = [(r["N"], r["received (peers)"]) for r in rows if r["peer"] == peer and "received (peers)" in r]
         if sim:
-            ax.plot(*zip(*sim), "-", color=colour, label=f"{peer} (state machines)")
+            ax.plot(*zip(*sim, strict=False), "-", color=colour, label=f"{peer} (state machines)")
         if real:
-            ax.plot(*zip(*real), "o", color=colour, label=f"{peer} (real mesh, received at peers)")
+            ax.plot(*zip(*real, strict=False), "o", color=colour, label=f"{peer} (real mesh, received at peers)")
     ax.set_xlabel("N (peers already in the mesh)")
     ax.set_ylabel("discovery frames delivered for one join")
     ax.set_yscale("log")

@@ -55,9 +55,7 @@ def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float],
     return dropped, done
 
 
-def _process_exit(
-    proxy: str, lifetime: float, classic: bool, rec: Recorder, timeout: float
-) -> dict[str, Any] | None:
+def _process_exit(proxy: str, lifetime: float, classic: bool, rec: Recorder, timeout: float) -> dict[str, Any] | None:
     """Run ``zeromesh peer --seconds`` and time its D (seen by an observer
     peer) to the process's exit (``waitpid`` returned)."""
     cmd = [

@@ -152,7 +152,7 @@ def _run_nodes(kind: str, n: int, stagger: float, timeout: float) -> list[dict[s
                 node = _Lines(
                     topo.popen(
                         f"h{i}",
-                        [sys.executable, "-m", "zeromesh.bench.pyre", kind] + extra + bind,
+                        [sys.executable, "-m", "zeromesh.bench.pyre", kind, *extra, *bind],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL,

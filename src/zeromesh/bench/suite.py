@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
@@ -19,8 +19,11 @@ from . import NAMES
 from .common import Result, write_result
 
 
-def _suite(quick: bool, outdir: Path) -> dict[str, Callable[[], Result]]:
-    """The call (with its sizes: full, or tiny with *quick*) for each benchmark."""
+def _suite(
+    quick: bool, outdir: Path, sizes: Sequence[int] | None, rounds: int | None
+) -> dict[str, Callable[[], Result]]:
+    """The call (with its sizes: full, or tiny with *quick*; *sizes* and
+    *rounds* override them where a benchmark has them) for each benchmark."""
     q = quick
 
     def mod(name: str) -> object:
@@ -45,9 +48,10 @@ def _suite(quick: bool, outdir: Path) -> dict[str, Callable[[], Result]]:
         "converge": call(
             "converge",
             "bench_converge",
-            sizes=(2, 10) if q else (2, 10, 50, 100),
-            classic_sizes=(2,) if q else (2, 10, 50),
+            sizes=tuple(sizes) if sizes else (2, 10) if q else (10, 50, 100),
+            classic_sizes=(2,) if q else (10, 50),
             processes=5 if q else 20,
+            rounds=rounds or (1 if q else 3),
         ),
         "leave": call(
             "leave",
@@ -68,8 +72,21 @@ def _suite(quick: bool, outdir: Path) -> dict[str, Callable[[], Result]]:
             "data",
             "bench_data",
             receivers=2 if q else 4,
-            rounds=1 if q else 3,
+            rounds=rounds or (1 if q else 3),
             counts={64: 5000, 4096: 2000} if q else None,
+        ),
+        "idle": call(
+            "idle",
+            "bench_idle",
+            sizes=tuple(sizes) if sizes else (10,) if q else (100,),
+            seconds=2.0 if q else 10.0,
+            rounds=rounds or (1 if q else 2),
+        ),
+        "proxy": call(
+            "proxy",
+            "bench_proxy",
+            subscribers=(1, 10) if q else (1, 10, 50, 100),
+            seconds=1.0 if q else 3.0,
         ),
         "churn": call(
             "churn", "bench_churn", rates=(0, 5) if q else (0, 5, 10, 20, 40, 80), seconds=2.0 if q else 10.0
@@ -78,10 +95,19 @@ def _suite(quick: bool, outdir: Path) -> dict[str, Callable[[], Result]]:
     }
 
 
-def run(which: str, quick: bool, outdir: Path, command: str) -> list[Result]:
+def run(
+    which: str,
+    quick: bool,
+    outdir: Path,
+    command: str,
+    sizes: Sequence[int] | None = None,
+    rounds: int | None = None,
+) -> list[Result]:
     """Run benchmark *which* (or ``all``), write each result to *outdir* and
-    print its markdown table; *command* is recorded with the figures."""
-    suite = _suite(quick, outdir)
+    print its markdown table; *command* is recorded with the figures.
+    *sizes* (mesh sizes) and *rounds* override the defaults of the benchmarks
+    that have them (converge, idle; data takes *rounds*)."""
+    suite = _suite(quick, outdir, sizes, rounds)
     names = list(NAMES) if which == "all" else [which]
     results = []
     for name in names:

@@ -20,6 +20,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", nargs="?", default="all", choices=[*NAMES, "all"])
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds, not minutes")
     p.add_argument("--out", default="docs/perf", help="directory for the JSON, markdown and PNG (default %(default)s)")
+    p.add_argument("--sizes", type=_sizes, help="mesh sizes for converge and idle, comma-separated (e.g. 10,50,100)")
+    p.add_argument("--rounds", type=_positive, help="alternating rounds per figure (converge, idle, data)")
+
+
+def _sizes(text: str) -> list[int]:
+    """argparse type: comma-separated mesh sizes, each >= 2."""
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"not a list of mesh sizes >= 2 like 10,50,100: {text!r}")
+    return sizes
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -32,7 +51,9 @@ def run(a: argparse.Namespace) -> int:
         "zeromesh bench "
         + a.which
         + (" --quick" if a.quick else "")
+        + (f" --sizes {','.join(map(str, a.sizes))}" if a.sizes else "")
+        + (f" --rounds {a.rounds}" if a.rounds else "")
         + (f" --out {a.out}" if a.out != "docs/perf" else "")
     )
-    suite.run(a.which, a.quick, Path(a.out), command)
+    suite.run(a.which, a.quick, Path(a.out), command, sizes=a.sizes, rounds=a.rounds)
     return 0

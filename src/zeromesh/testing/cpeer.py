@@ -203,9 +203,7 @@ class CPeer:
             ctx.term()
             self.done.set()
 
-    def _handle(
-        self, raw: bytes, buf: bytearray, proxy_pub: zmq.Socket[Any], data_sub: zmq.Socket[Any]
-    ) -> bool:
+    def _handle(self, raw: bytes, buf: bytearray, proxy_pub: zmq.Socket[Any], data_sub: zmq.Socket[Any]) -> bool:
         """One proxy message; True when it is our own ``D``."""
         self.frames += 1
         if len(raw) > SIZE:

@@ -401,9 +401,7 @@ class Topology:
         self._procs.append(p)
         return p
 
-    def run(
-        self, host: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, host: str, argv: Sequence[str], timeout: float = 30.0, **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run to completion inside `host` (text mode, captured output)."""
         self._check(host)
         kw.setdefault("capture_output", True)
