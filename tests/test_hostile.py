@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import data_flows, full_mesh, wait_for
 
+from conftest import data_flows, full_mesh, wait_for
 from zeromesh import Peer, Proxy
 from zeromesh.testing.cpeer import C_STRUCT
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
-from conftest import full_mesh, wait_for
 
+from conftest import full_mesh, wait_for
 from zeromesh import Peer, PeerEvent, Proxy, timing
 from zeromesh.testing.cpeer import CPeer, c_message
 from zeromesh.testing.netns import Child, free_port, spawn_zeromesh

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
-from conftest import wait_for
 
+from conftest import wait_for
 from zeromesh import Peer, Proxy
 from zeromesh.proxy import ProxyMode
 from zeromesh.testing.cpeer import CPeer, CProxy

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import wait_for
 
+from conftest import wait_for
 from zeromesh.testing.netns import HostMesh, Topology, available, cleanup_stale, netns_names
 
 OK, WHY = available()
