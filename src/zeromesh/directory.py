@@ -15,10 +15,11 @@ purposes:
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from . import timing
+from . import metadata, timing
 from .wire import Command, Message
 
 #: Upper bound on entries; beyond it the oldest are dropped (a welcome frame
@@ -33,6 +34,26 @@ REMEMBER_DEPARTED = 4096
 class Entry:
     endpoint: str
     seq: int
+    meta: Mapping[str, str] = field(default_factory=dict)
+    #: When the entry was made (the clock of ``now``).
+    since: float = 0.0
+    #: The liveness probe has reached its endpoint at least once.
+    probed: bool = False
+
+
+DropReason = Literal["left", "expired", "replaced", "evicted"]
+#: alive: reachable; joining: not probed yet; suspect: unreachable, not expired yet.
+MemberState = Literal["alive", "joining", "suspect"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A join or a leave in the directory (the proxy logs them)."""
+
+    kind: Literal["join", "leave"]
+    uuid: str
+    endpoint: str
+    reason: DropReason | None = None
 
 
 class Directory:
@@ -53,6 +74,10 @@ class Directory:
         self._down_since: dict[str, float] = {}
         self._endpoints: Counter[str] = Counter()
         self.expired = 0
+        #: Metadata pairs dropped from announcements (wrong type, over the bound).
+        self.bad_meta = 0
+        #: Joins and leaves since the owner last drained them (bounded).
+        self.changes: list[Change] = []
 
     def endpoints(self) -> set[str]:
         return set(self._endpoints)
@@ -65,7 +90,7 @@ class Directory:
         if msg.command is Command.DISCONNECT:
             entry = self.entries.get(msg.uuid)
             if entry is not None and entry.endpoint == msg.endpoint:
-                self._drop(msg.uuid)
+                self._drop(msg.uuid, "left")
                 self._departed[msg.uuid] = None
                 while len(self._departed) > REMEMBER_DEPARTED:
                     self._departed.popitem(last=False)
@@ -75,36 +100,69 @@ class Directory:
         entry = self.entries.get(msg.uuid)
         if entry is None or entry.endpoint != msg.endpoint:
             if entry is not None:
-                self._drop(msg.uuid)
+                self._drop(msg.uuid, "replaced")
             for other in [u for u, e in self.entries.items() if e.endpoint == msg.endpoint]:
-                self._drop(other)  # a new peer on a reused port: the old one is gone
+                self._drop(other, "replaced")  # a new peer on a reused port: the old one is gone
             self.seq += 1
-            entry = Entry(msg.endpoint, self.seq)
+            meta, dropped = metadata.read(msg.ext.get(metadata.META))
+            self.bad_meta += dropped
+            entry = Entry(msg.endpoint, self.seq, meta, now)
+            self._change(Change("join", msg.uuid, msg.endpoint))
             self.entries[msg.uuid] = entry
             self._endpoints[msg.endpoint] += 1
             self._down_since.setdefault(msg.endpoint, now)
             self.version += 1
             while len(self.entries) > self.max_entries:
-                self._drop(next(iter(self.entries)))
+                self._drop(next(iter(self.entries)), "evicted")
         ext = dict(msg.ext)
         ext.update(p=self.proxy_uuid, s=entry.seq)
         return Message(msg.command, msg.uuid, msg.endpoint, ext)
 
-    def welcome_ext(self) -> dict[str, Any]:
+    def state(self, entry: Entry) -> MemberState:
+        if entry.endpoint not in self._down_since:
+            return "alive"
+        return "suspect" if entry.probed else "joining"
+
+    def welcome_ext(self, wall_offset: float = 0.0) -> dict[str, Any]:
+        """The directory for the welcome; *wall_offset* turns the clock of
+        ``now`` into unix time (for the listing times)."""
+        info: dict[str, dict[str, Any]] = {}
+        for u, e in self.entries.items():
+            d: dict[str, Any] = {"t": round(e.since + wall_offset, 3)}
+            if e.meta:
+                d["m"] = dict(e.meta)
+            st = self.state(e)
+            if st != "alive":
+                d["st"] = st
+            info[u] = d
         return {
             "p": self.proxy_uuid,
             "s": self.seq,
             "dir": [[u, e.endpoint] for u, e in self.entries.items()],
+            metadata.DIR_INFO: info,
         }
+
+    def drain_changes(self) -> list[Change]:
+        out, self.changes = self.changes, []
+        return out
+
+    def _change(self, change: Change) -> None:
+        if len(self.changes) < MAX_ENTRIES:  # undrained (no owner reading): bounded
+            self.changes.append(change)
 
     # --- liveness ------------------------------------------------------------
 
     def on_up(self, endpoint: str) -> None:
-        self._down_since.pop(endpoint, None)
+        if self._down_since.pop(endpoint, None) is not None:
+            self.version += 1  # the welcome lists each member's state
+        for e in self.entries.values():
+            if e.endpoint == endpoint:
+                e.probed = True
 
     def on_down(self, endpoint: str, now: float) -> None:
-        if endpoint in self._endpoints:
-            self._down_since.setdefault(endpoint, now)
+        if endpoint in self._endpoints and endpoint not in self._down_since:
+            self._down_since[endpoint] = now
+            self.version += 1
 
     def next_deadline(self) -> float | None:
         if not self._down_since:
@@ -116,14 +174,15 @@ class Directory:
         due = {ep for ep, t in self._down_since.items() if now - t >= self.expire_grace}
         gone = [u for u, e in self.entries.items() if e.endpoint in due]
         for u in gone:
-            self._drop(u)
+            self._drop(u, "expired")
             self.expired += 1
         for ep in due:
             self._down_since.pop(ep, None)
         return gone
 
-    def _drop(self, uuid: str) -> None:
+    def _drop(self, uuid: str, reason: DropReason) -> None:
         entry = self.entries.pop(uuid)
+        self._change(Change("leave", uuid, entry.endpoint, reason))
         self._endpoints[entry.endpoint] -= 1
         if self._endpoints[entry.endpoint] <= 0:
             del self._endpoints[entry.endpoint]

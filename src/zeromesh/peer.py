@@ -19,13 +19,13 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 import zmq
 
-from . import timing, wire
+from . import metadata, timing, wire
 from .endpoints import canonical, validate_bind, validate_endpoint, validate_host
 from .logs import RateLimitedLog
 from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
@@ -36,6 +36,7 @@ from .protocol import (
     ConnectProxy,
     DisconnectData,
     DisconnectProxy,
+    EventKind,
     Exit,
     Notify,
     PeerEvent,
@@ -62,6 +63,17 @@ class DataMessage(NamedTuple):
 
 MessageCallback = Callable[[DataMessage], None]
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One peer as this peer knows it (:meth:`Peer.members`)."""
+
+    endpoint: str
+    #: Its metadata (empty for C peers).
+    meta: Mapping[str, str]
+    #: Unix time it joined this peer's view.
+    since: float
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,8 @@ class Peer:
         tuning: Tuning | None = None,
         seed: SeedBehaviour | None = None,
         layers: tuple[Behaviour, SocketPolicy] | None = None,
+        meta: Mapping[str, str] | None = None,
+        receive_own: bool = False,
     ) -> None:
         """Check every argument (``TypeError``/:class:`~zeromesh.errors.ConfigError`
         naming it); nothing starts until :meth:`start`.
@@ -158,6 +172,11 @@ class Peer:
             problems (:class:`~zeromesh.options.SeedBehaviour`).
         :param layers: the protocol's and socket layer's settings themselves,
             for experiments and tests; overrides *tuning* and *seed*.
+        :param meta: a few ``str -> str`` pairs announced with this peer
+            (bound: :mod:`zeromesh.metadata`), seen by every peer in its
+            ``join`` event and :meth:`members`, and by ``zeromesh members``.
+        :param receive_own: also receive this peer's own published messages
+            (off by default: its data SUB does not connect to its own PUB).
         """
         self.proxy = validate_endpoint(_text("proxy", proxy))
         self.bind = validate_bind(_text("bind", bind))
@@ -176,6 +195,10 @@ class Peer:
         self.tuning = _arg("tuning", tuning, Tuning) or Tuning()
         self.seed = _arg("seed", seed, SeedBehaviour) or SeedBehaviour()
         self.behaviour, self.policy = layers or layer_settings(self.tuning, self.seed)
+        self.meta = metadata.validate(meta, "meta")
+        if not isinstance(receive_own, bool):
+            raise TypeError(f"receive_own must be a bool, not {type(receive_own).__name__}")
+        self.receive_own = receive_own
         self._uuid_bytes = self.uuid.encode("ascii")
         self.lifetime = lifetime
         self.schemes = self.tuning.schemes
@@ -189,6 +212,11 @@ class Peer:
         #: Notified (under _lock) whenever the peer table changes: wait_for_peers().
         self._changed = threading.Condition(self._lock)
         self._snapshot: dict[str, str] = {}
+        self._members: dict[str, tuple[str, Mapping[str, str], float]] = {}
+        #: The connection to the proxy's XPUB: None until first up, then up/down.
+        self._proxy_up: bool | None = None
+        #: Times the connection to the proxy came back after it was lost.
+        self.proxy_reconnects = 0
         self._ready = threading.Event()
         self._started = threading.Event()
         self._done = threading.Event()
@@ -315,6 +343,13 @@ class Peer:
             dropped_messages=self.dropped_messages,
             dropped_events=self.dropped_events,
         )
+    def members(self) -> dict[str, Member]:
+        """uuid -> :class:`Member` (endpoint, metadata, since) of every peer
+        known now, this one included once ready."""
+        with self._lock:
+            members = dict(self._members)
+        wall = time.time() - time.monotonic()  # the protocol's clock is monotonic
+        return {u: Member(ep, meta, since + wall) for u, (ep, meta, since) in members.items()}
 
     def next_event(self, timeout: float | None = None) -> PeerEvent | None:
         """The next event (when no ``on_event`` callback was given), or None
@@ -362,6 +397,7 @@ class Peer:
                 monitor_data=self.behaviour.expire,
                 security=self.security,
                 data_hwm=self.data_hwm,
+                monitor_proxy=True,
             )
         except BaseException as exc:  # reported to start()'s caller
             self._start_error = exc
@@ -370,7 +406,7 @@ class Peer:
             return
         self._sockets = sockets
         self.endpoint = sockets.endpoint
-        proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour)
+        proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour, self.meta)
         proto.watch_subscription = self.policy.watch_subscription
         self.protocol = proto
         self._started.set()
@@ -493,6 +529,8 @@ class Peer:
                 ev = s.read_monitor(m)
                 if ev is None:
                     return
+                if m is s.proxy_monitor and m is not s.data_monitor:
+                    self._proxy_health(ev, proto)
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
                     continue
                 endpoint = self._announced.get(change[0], change[0])
@@ -502,6 +540,22 @@ class Peer:
                     proto.on_data_disconnected(endpoint, now)
             except Exception:
                 self._failed("monitor-event")
+
+    def _proxy_health(self, ev: dict[str, Any], proto: PeerProtocol) -> None:
+        """``proxy_down``/``proxy_up`` as the connection to the proxy's XPUB goes
+        down (a reset, or ZMTP heartbeats unanswered) and comes back. The first
+        connection is not an event (a peer starts before it is ready)."""
+        change = liveness(ev)
+        if change is None or change[1] == self._proxy_up:
+            return
+        was, self._proxy_up = self._proxy_up, change[1]
+        if was is None:
+            return
+        if change[1]:
+            self.proxy_reconnects += 1
+        kind: EventKind = "proxy_up" if change[1] else "proxy_down"
+        log.info("peer %s: %s (%s)", self.uuid[:8], kind, self.proxy)
+        self._emit(PeerEvent(kind, proto.proxy_uuid or "", self.proxy, time.time()))
 
     def _failed(self, what: str) -> None:
         """Something raised while handling one item (a frame, an event, a user
@@ -525,6 +579,7 @@ class Peer:
         with self._changed:
             self._snapshot = proto.snapshot()
             self._changed.notify_all()
+            self._members = proto.members()
         return False
 
     def _apply_one(self, a: Action, s: PeerSockets) -> bool:
@@ -534,6 +589,11 @@ class Peer:
                 s.proxy_pub.send(wire.encode(a.msg), zmq.NOBLOCK)
             except zmq.Again:
                 self.bad["send-again"] += 1
+        elif isinstance(a, (ConnectData, DisconnectData)) and a.endpoint == s.endpoint and not self.receive_own:
+            # Not connected to our own PUB: we do not receive what we publish,
+            # and the PUB sends one copy less (cheaper than dropping on receipt).
+            if isinstance(a, DisconnectData):
+                s.after_disconnect(a.own)
         elif isinstance(a, ConnectData):
             self._announced[canonical(a.endpoint)] = a.endpoint
             self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)

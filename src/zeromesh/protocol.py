@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from . import timing
+from . import metadata, timing
 from .wire import Command, Message
 
-EventKind = Literal["ready", "join", "leave", "exit"]
+EventKind = Literal["ready", "join", "leave", "exit", "proxy_down", "proxy_up"]
 LeaveReason = Literal["left", "expired", "replaced"]
 
 
@@ -38,11 +39,15 @@ class PeerEvent:
     endpoint: str
     t: float
     reason: str | None = None
+    #: The peer's metadata (join and ready events; empty for C peers).
+    meta: Mapping[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"event": self.kind, "uuid": self.uuid, "endpoint": self.endpoint, "t": self.t}
         if self.reason is not None:
             d["reason"] = self.reason
+        if self.kind in ("join", "ready"):
+            d["meta"] = dict(self.meta)
         return d
 
 
@@ -152,6 +157,7 @@ class Phase(enum.Enum):
 class _Known:
     endpoint: str
     since: float
+    meta: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,10 +197,14 @@ class Counters:
 class PeerProtocol:
     """One peer's view of the mesh, and what it must do next."""
 
-    def __init__(self, uuid: str, endpoint: str, behaviour: Behaviour | None = None) -> None:
+    def __init__(
+        self, uuid: str, endpoint: str, behaviour: Behaviour | None = None, meta: Mapping[str, str] | None = None
+    ) -> None:
         self.uuid = uuid
         self.endpoint = endpoint
         self.behaviour = behaviour or Behaviour()
+        #: Our own metadata (checked by the caller), sent in every ``C``.
+        self.meta: Mapping[str, str] = dict(meta or {})
         self.phase = Phase.WAITING
         self.peers: dict[str, _Known] = {}
         self.counters = Counters()
@@ -227,6 +237,10 @@ class PeerProtocol:
     def snapshot(self) -> dict[str, str]:
         """uuid -> endpoint of every known peer, this one included once heard."""
         return {u: k.endpoint for u, k in self.peers.items()}
+
+    def members(self) -> dict[str, tuple[str, Mapping[str, str], float]]:
+        """uuid -> (endpoint, metadata, when it joined our view) of every known peer."""
+        return {u: (k.endpoint, k.meta, k.since) for u, k in self.peers.items()}
 
     def connected_endpoints(self) -> dict[str, int]:
         return dict(self._refs)
@@ -348,6 +362,7 @@ class PeerProtocol:
             return []
         self.known_dir = stamp
         self._heard_seqs.clear()
+        info = metadata.dir_info(msg.ext)
         out: list[Action] = []
         for entry in entries:
             if not (isinstance(entry, list) and len(entry) >= 2):
@@ -356,7 +371,7 @@ class PeerProtocol:
             if not (isinstance(uuid, str) and isinstance(endpoint, str)) or uuid == self.uuid:
                 continue
             if uuid not in self.peers and endpoint != self.endpoint:
-                out.extend(self._add(uuid, endpoint, now))
+                out.extend(self._add(uuid, endpoint, now, self._read_meta(info.get(uuid, {}).get("m"))))
         return out
 
     def _note_seq(self, msg: Message) -> None:
@@ -399,8 +414,8 @@ class PeerProtocol:
                     self.counters.resyncs += 1
                     out.append(self._send(Command.CONNECT, now, schedule=False, resync=True))
             if msg.uuid not in self.peers:
-                out.extend(self._add(msg.uuid, msg.endpoint, now))
-                out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now)))
+                out.extend(self._add(msg.uuid, msg.endpoint, now, self.meta))
+                out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now, meta=self.meta)))
             return out
         if msg.endpoint == self.endpoint:
             # Only we are reachable at our endpoint (a hostile frame, or a host
@@ -411,12 +426,12 @@ class PeerProtocol:
         if known is not None:
             if known.endpoint != msg.endpoint:  # same peer, new endpoint: follow it (leave + join)
                 out.extend(self._remove(msg.uuid, now, "replaced", notify=True))
-                out.extend(self._add(msg.uuid, msg.endpoint, now))
+                out.extend(self._add(msg.uuid, msg.endpoint, now, self._read_meta(msg.ext.get(metadata.META))))
             elif msg.ext.get("r") and self._should_reannounce(msg):
                 self.counters.reannounced += 1
                 out.append(self._send(Command.CONNECT, now, schedule=False))
             return out
-        out.extend(self._add(msg.uuid, msg.endpoint, now))
+        out.extend(self._add(msg.uuid, msg.endpoint, now, self._read_meta(msg.ext.get(metadata.META))))
         if self._should_reannounce(msg):
             self.counters.reannounced += 1
             # A one-off reply: it must not arm the retry timer (in READY nothing
@@ -483,6 +498,8 @@ class PeerProtocol:
 
     def _send(self, command: Command, now: float, schedule: bool = True, resync: bool = False) -> Send:
         ext: dict[str, Any] = {}
+        if command is Command.CONNECT and self.meta:
+            ext[metadata.META] = dict(self.meta)
         if command is Command.CONNECT and self.known_dir is not None:
             ext["k"] = self.known_dir.as_ext()
             if resync:
@@ -499,7 +516,14 @@ class PeerProtocol:
         self.counters.sent += 1
         return Send(Message(command, self.uuid, self.endpoint, ext))
 
-    def _add(self, uuid: str, endpoint: str, now: float) -> list[Action]:
+    def _read_meta(self, value: object) -> dict[str, str]:
+        """A remote peer's metadata; what does not fit the bound is dropped and counted."""
+        meta, dropped = metadata.read(value)
+        if dropped:
+            self.counters.ignored["bad-meta"] += dropped
+        return meta
+
+    def _add(self, uuid: str, endpoint: str, now: float, meta: Mapping[str, str] = metadata.EMPTY) -> list[Action]:
         out: list[Action] = []
         inherited = False
         for other, k in list(self.peers.items()):
@@ -508,7 +532,7 @@ class PeerProtocol:
                 # the old one is gone. Keep the connection, hand it over.
                 out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
                 inherited = True
-        self.peers[uuid] = _Known(endpoint, now)
+        self.peers[uuid] = _Known(endpoint, now, meta)
         self._refs[endpoint] += 1
         if self._refs[endpoint] == 1 and not inherited:
             out.append(ConnectData(endpoint))
@@ -524,7 +548,7 @@ class PeerProtocol:
             self._down_since[endpoint] = now
         if uuid != self.uuid:
             self.counters.joins += 1
-            out.append(Notify(PeerEvent("join", uuid, endpoint, now)))
+            out.append(Notify(PeerEvent("join", uuid, endpoint, now, meta=meta)))
         return out
 
     def _remove(

@@ -139,7 +139,8 @@ class Proxy:
     def _arm_welcome(self) -> None:
         if self._welcome_version == self.directory.version:
             return
-        ext = self.directory.welcome_ext() if self.mode == "directory" else {}
+        wall = time.time() - time.monotonic()  # the directory's clock is monotonic
+        ext = self.directory.welcome_ext(wall) if self.mode == "directory" else {}
         frame = wire.encode(wire.Message(wire.Command.WELCOME, self.uuid, self.xsub_endpoint, ext))
         self.xpub.setsockopt(zmq.XPUB_WELCOME_MSG, frame)
         self._welcome_version = self.directory.version
@@ -230,11 +231,17 @@ class Proxy:
                 self._forward_frames(now)
             if self.probe_monitor in ready:
                 self._read_probe(now)
-            gone = d.expire_due(now)
-            if gone:
-                log.info("proxy: %d unreachable peer(s) dropped from the directory", len(gone))
+            d.expire_due(now)
+            self._log_changes()
             self._sync_probe()
             self._arm_welcome()
+
+    def _log_changes(self) -> None:
+        for c in self.directory.drain_changes():
+            if c.kind == "join":
+                log.info("proxy: join %s %s", c.uuid, c.endpoint)
+            else:
+                log.info("proxy: leave %s %s (%s)", c.uuid, c.endpoint, c.reason)
 
     def _forward_subscriptions(self) -> None:
         for _ in range(1000):

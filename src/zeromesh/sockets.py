@@ -173,6 +173,7 @@ class PeerSockets:
         monitor_data: bool,
         security: Security | None = None,
         data_hwm: int = DEFAULT_DATA_HWM,
+        monitor_proxy: bool = False,
     ) -> None:
         self.policy = policy
         self.data_hwm = data_hwm
@@ -184,6 +185,8 @@ class PeerSockets:
         #: monitor PAIR socket -> (monitored socket, its seed name)
         self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], str]] = {}
         self.data_monitor: zmq.Socket[Any] | None = None
+        #: Liveness of the connection to the proxy's XPUB (proxy_down/proxy_up).
+        self.proxy_monitor: zmq.Socket[Any] | None = None
         try:
             # The allow-list's ZAP handler, up before the data PUB binds.
             self.gate = security.gate(self.ctx) if security else None
@@ -199,6 +202,8 @@ class PeerSockets:
             self.proxy_sub = self._socket(zmq.SUB, "proxySub")
             # Subscribe before connecting, or the welcome is lost.
             self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
+            if monitor_proxy:  # before connecting, or its first handshake is missed
+                self.proxy_monitor = self._monitor(self.proxy_sub, "proxySub")
             self.proxy_sub.connect(proxy)
             self._after_bind(self.proxy_sub)
             self.data_sub = self._socket(zmq.SUB, "dataSub")
@@ -209,6 +214,7 @@ class PeerSockets:
             self._after_bind(self.proxy_pub)
             if monitor_data:
                 self.data_monitor = self._monitor(self.data_sub, "dataSub")
+
         except BaseException:
             self.close(term=True)
             raise

@@ -191,8 +191,8 @@ def _raw_run(receivers: int, payload: int, count: int, data_hwm: int, stall: flo
 def _zeromesh_run(receivers: int, payload: int, count: int, data_hwm: int, stall: float) -> dict[str, float]:
     counters = [Counter() for _ in range(receivers)]
     with Proxy("tcp://127.0.0.1:0") as proxy:
-        # The sender gets its own messages, as raw's extra SUB.
-        sender = Peer(proxy.endpoint, on_message=Counter(), data_hwm=data_hwm).start()
+        # The sender gets its own messages (receive_own), as raw's extra SUB.
+        sender = Peer(proxy.endpoint, on_message=Counter(), data_hwm=data_hwm, receive_own=True).start()
         rx = [Peer(proxy.endpoint, on_message=c, data_hwm=data_hwm).start() for c in counters]
         everyone = [sender, *rx]
         try:

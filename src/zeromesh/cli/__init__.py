@@ -42,6 +42,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "proxy": Command("proxy", "run the discovery proxy"),
     "peer": Command("peer", "run one mesh peer"),
+    "members": Command("members", "list the mesh from the proxy's directory without joining; --watch streams changes"),
     "keygen": Command("keygen", "create CURVE keys for a secured mesh"),
     "soak": Command("soak", "churn a mesh on an embedded proxy; verdict on memory and hangs"),
     "matrix": Command("matrix", "run several soak scenarios side by side, one report"),

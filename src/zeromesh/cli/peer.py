@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from .. import wire
+from .. import metadata, wire
 from ..errors import SecurityError, WireError
 from ..options import SeedBehaviour, Tuning
 from ..sockets import LingerWhen
@@ -92,7 +92,13 @@ def add_peer_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_peer_arguments(p)
-    p.add_argument("--events", choices=["jsonl"], help="print ready/join/leave/exit events on stdout as JSON lines")
+    p.add_argument("--events", choices=["jsonl"],
+                   help="print ready/join/leave/exit/proxy_down/proxy_up events on stdout as JSON lines")  # fmt: skip
+    o = p.add_argument_group("application")
+    o.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"metadata announced with this peer (repeatable; at most {metadata.MAX_PAIRS} pairs, "
+                        f"{metadata.MAX_TOTAL_BYTES} bytes)")  # fmt: skip
+    o.add_argument("--receive-own", action="store_true", help="also receive this peer's own published messages")
     common.add_security_arguments(p)
 
 
@@ -146,6 +152,7 @@ def run(a: argparse.Namespace) -> int:
     try:
         tuning, seed = peer_options(a)
         sec = common.security_from_arguments(a)
+        meta = metadata.parse_pairs(a.meta)
     except (ValueError, SecurityError) as exc:
         return common.fail("peer", exc)
     peer = Peer(
@@ -158,6 +165,8 @@ def run(a: argparse.Namespace) -> int:
         security=sec,
         tuning=tuning,
         seed=seed,
+        meta=meta,
+        receive_own=a.receive_own,
     )
     # Handlers first: a supervisor may signal as soon as it reads our ready line.
     hit = common.stop_on_signals(peer.leave)
