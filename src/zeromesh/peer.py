@@ -102,6 +102,10 @@ class PeerStats:
     #: Messages and events dropped because their queue was full.
     dropped_messages: int
     dropped_events: int
+    #: Times the connection to the proxy came back after a ``proxy_down``.
+    proxy_reconnects: int
+    #: Is the connection to the proxy up (None: not connected yet)?
+    proxy_up: bool | None
 
 
 def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
@@ -342,7 +346,10 @@ class Peer:
             received=self.received,
             dropped_messages=self.dropped_messages,
             dropped_events=self.dropped_events,
+            proxy_reconnects=self.proxy_reconnects,
+            proxy_up=self._proxy_up,
         )
+
     def members(self) -> dict[str, Member]:
         """uuid -> :class:`Member` (endpoint, metadata, since) of every peer
         known now, this one included once ready."""
