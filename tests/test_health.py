@@ -13,6 +13,7 @@ import pytest
 from conftest import wait_for
 from test_cli import Children, children, read_line  # noqa: F401 (children: fixture)
 from zeromesh import Peer, PeerEvent, Proxy
+from zeromesh.members import MemberInfo, list_members
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,10 +53,8 @@ def test_proxy_down_and_up_when_the_proxy_stops_and_returns(peers: list[Peer]) -
         assert wait_for(lambda: p.uuid in {m.uuid for m in _listing(second)})  # and it joined the new proxy
 
 
-def _listing(proxy: Proxy) -> list[object]:
-    from zeromesh.members import list_members
-
-    return list(list_members(proxy.endpoint).members)
+def _listing(proxy: Proxy) -> list[MemberInfo]:
+    return list_members(proxy.endpoint).members
 
 
 def test_a_frozen_proxy_is_down_by_heartbeats_and_up_when_it_thaws(children: Children, peers: list[Peer]) -> None:  # noqa: F811

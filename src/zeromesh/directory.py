@@ -78,6 +78,9 @@ class Directory:
         self.bad_meta = 0
         #: Joins and leaves since the owner last drained them (bounded).
         self.changes: list[Change] = []
+        self.joins = 0
+        #: Leaves by reason (left, expired, replaced, evicted).
+        self.leaves: Counter[str] = Counter()
 
     def endpoints(self) -> set[str]:
         return set(self._endpoints)
@@ -147,6 +150,10 @@ class Directory:
         return out
 
     def _change(self, change: Change) -> None:
+        if change.kind == "join":
+            self.joins += 1
+        else:
+            self.leaves[change.reason or "left"] += 1
         if len(self.changes) < MAX_ENTRIES:  # undrained (no owner reading): bounded
             self.changes.append(change)
 

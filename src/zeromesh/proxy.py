@@ -18,6 +18,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import zmq
@@ -40,6 +41,25 @@ from .sockets import (
 log = logging.getLogger(__name__)
 
 ProxyMode = Literal["directory", "classic"]
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    """A snapshot of a proxy's counters (:meth:`Proxy.stats`)."""
+
+    uuid: str
+    mode: str
+    #: Entries in the directory (0 in classic mode: it keeps none).
+    members: int
+    joins: int
+    #: Directory leaves by reason (left, expired, replaced, evicted).
+    leaves: dict[str, int]
+    #: Frames dropped before forwarding, by reason (malformed, foreign welcome...).
+    rejected: dict[str, int]
+    #: Metadata pairs dropped from announcements (wrong type, over the bound).
+    bad_meta: int
+    forwarded: int
+    subscriptions: int
 
 
 def _check_arguments(
@@ -170,6 +190,22 @@ class Proxy:
         finally:
             self._close_sockets()
             self._done.set()
+
+    def stats(self) -> ProxyStats:
+        """A thread-safe snapshot of the counters (each read is atomic under
+        the GIL; dict(Counter) copies in C)."""
+        d = self.directory
+        return ProxyStats(
+            uuid=self.uuid,
+            mode=self.mode,
+            members=len(d.entries),
+            joins=d.joins,
+            leaves=dict(d.leaves),
+            rejected=dict(self.bad),
+            bad_meta=d.bad_meta,
+            forwarded=self.forwarded,
+            subscriptions=self.subscriptions,
+        )
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop and close; idempotent and bounded. True if the loop ended in time."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import math
 import signal
 import sys
@@ -52,6 +53,39 @@ def port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port 0-65535: {text!r}")
     return int(text)
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """argparse type: ``HOST:PORT`` for ``--metrics`` (``[v6]:PORT`` too; port 0: ephemeral)."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise argparse.ArgumentTypeError(f"want HOST:PORT (e.g. 127.0.0.1:9464), not {text!r}")
+    return host, int(port_text)
+
+
+def add_metrics_argument(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--metrics", type=metrics_address, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the metrics extra)")  # fmt: skip
+
+
+def start_metrics(command: str, target: Any, address: tuple[str, int] | None) -> tuple[Any, int | None]:
+    """(server or None, None) when ``--metrics`` is off or served; (None, exit
+    code) when the extra is missing or the address cannot be bound."""
+    if address is None:
+        return None, None
+    code = require_extra(command, "metrics", ["prometheus_client"])
+    if code is not None:
+        return None, code
+    from ..metrics import serve
+
+    try:
+        server = serve(target, *address)
+    except OSError as exc:
+        return None, fail(command, f"cannot serve metrics on {address[0]}:{address[1]}: {exc}")
+    logging.getLogger("zeromesh").info("metrics at %s", server.url)
+    return server, None
 
 
 def seconds(minimum: float = 0.0, *, strict: bool = False, maximum: float = MAX_SECONDS) -> Callable[[str], float]:

@@ -80,7 +80,7 @@ def add_peer_arguments(p: argparse.ArgumentParser) -> None:
 
     b = p.add_argument_group("protocol")
     _flag(b, "classic", action="store_true",
-          help="all seed behaviours at once: 1 s loop, late linger, no kick, re-announce after D, no expiry")  # fmt: skip
+          help="every seed behaviour: 1 s loop, late linger, no kick, re-announce after D, no expiry")  # fmt: skip
     _flag(b, "immediate-exit", seed="immediate-exit", action="store_true", help="leave without waiting for our own D")
     _flag(b, "duplicate-disconnect", seed="duplicate-disconnect", action="store_true", help="call disconnect twice")
     _flag(b, "no-expire", action="store_true", help="never expire silent peers (crash detection off)")
@@ -99,6 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"metadata announced with this peer (repeatable; at most {metadata.MAX_PAIRS} pairs, "
                         f"{metadata.MAX_TOTAL_BYTES} bytes)")  # fmt: skip
     o.add_argument("--receive-own", action="store_true", help="also receive this peer's own published messages")
+    common.add_metrics_argument(o)
     common.add_security_arguments(p)
 
 
@@ -168,15 +169,23 @@ def run(a: argparse.Namespace) -> int:
         meta=meta,
         receive_own=a.receive_own,
     )
-    # Handlers first: a supervisor may signal as soon as it reads our ready line.
-    hit = common.stop_on_signals(peer.leave)
+    # Before the peer joins: a metrics address that cannot be served is a usage error.
+    metrics, code = common.start_metrics("peer", peer, a.metrics)
+    if code is not None:
+        return code
     try:
-        peer.start()
-    except (ValueError, OSError, TimeoutError, zmq.ZMQError) as exc:  # ZMQError is not an OSError
-        return common.fail("peer", f"cannot start: {exc}")
-    log.info("peer %s: data PUB %s, proxy %s", peer.uuid, peer.endpoint, a.proxy)
-    while not peer.wait_done(0.2):
-        pass
+        # Handlers first: a supervisor may signal as soon as it reads our ready line.
+        hit = common.stop_on_signals(peer.leave)
+        try:
+            peer.start()
+        except (ValueError, OSError, TimeoutError, zmq.ZMQError) as exc:  # ZMQError is not an OSError
+            return common.fail("peer", f"cannot start: {exc}")
+        log.info("peer %s: data PUB %s, proxy %s", peer.uuid, peer.endpoint, a.proxy)
+        while not peer.wait_done(0.2):
+            pass
+    finally:
+        if metrics is not None:
+            metrics.close()
     if peer.exit_reason == "error":
         return 1
     return 130 if hit.is_set() else 0

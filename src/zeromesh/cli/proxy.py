@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory: zeromesh (O(N) joins, bad frames dropped); "
                         "classic: libzmq's zmq_proxy, as the seed")  # fmt: skip
     p.add_argument("--events", choices=["jsonl"], help="print a ready line (with the XSUB endpoint) on stdout")
+    common.add_metrics_argument(p)
     common.add_security_arguments(p)
 
 
@@ -39,21 +40,31 @@ def run(a: argparse.Namespace) -> int:
         proxy = Proxy(a.bind, xsub_bind=a.xsub_bind, advertise=a.advertise, mode=a.mode, security=sec)
     except (ValueError, OSError, zmq.ZMQError) as exc:
         return common.fail("proxy", f"cannot start: {exc}")
-    # Handlers before the ready line: a supervisor may signal as soon as it reads it.
-    stop = common.stop_on_signals(lambda: None)
-    proxy.start()
-    if a.events == "jsonl":
-        line = {
-            "event": "ready",
-            "role": "proxy",
-            "uuid": proxy.uuid,
-            "endpoint": proxy.endpoint,
-            "xsub": proxy.xsub_endpoint,
-            "t": time.time(),
-        }
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-    while not stop.wait(0.2):
-        if proxy.wait_done(0):  # the loop died: it logged why; never linger half-alive
-            return 1
-    return 130 if proxy.stop(1.0) else 1
+    metrics, code = common.start_metrics("proxy", proxy, a.metrics)
+    if code is not None:
+        proxy.stop()
+        return code
+    try:
+        # Handlers before the ready line: a supervisor may signal as soon as it reads it.
+        stop = common.stop_on_signals(lambda: None)
+        proxy.start()
+        if a.events == "jsonl":
+            line = {
+                "event": "ready",
+                "role": "proxy",
+                "uuid": proxy.uuid,
+                "endpoint": proxy.endpoint,
+                "xsub": proxy.xsub_endpoint,
+                "t": time.time(),
+            }
+            if metrics is not None:
+                line["metrics"] = metrics.url
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+        while not stop.wait(0.2):
+            if proxy.wait_done(0):  # the loop died: it logged why; never linger half-alive
+                return 1
+        return 130 if proxy.stop(1.0) else 1
+    finally:
+        if metrics is not None:
+            metrics.close()
