@@ -91,13 +91,18 @@ class LogFiles:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
-        self._files: list[IO[bytes]] = []
+        self._files: list[IO[Any]] = []
 
     def open(self, name: str) -> IO[bytes]:
         f = (self.folder / f"{name}.log").open("ab")
         with self._lock:
             self._files.append(f)
         return f
+
+    def adopt(self, f: IO[Any]) -> None:
+        """Close *f* with the logs."""
+        with self._lock:
+            self._files.append(f)
 
     def close(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots, stats, verdict
-from .model import Lifetime, LongLivedRecord, Sample, SoakResult, versions
+from .model import Lifetime, LongLivedRecord, SoakResult, versions
 
 #: Bound on memray's post-processing of its capture file.
 MEMRAY_REPORT_TIMEOUT = 300.0
@@ -72,7 +72,7 @@ def _iso(t: float) -> str:
 
 def write_soak(r: SoakResult) -> dict[str, Any]:
     """Every artefact of one soak; returns the summary (as in summary.json)."""
-    _write_csvs(r)
+    _write_lifetimes(r)
     summary = build_summary(r)
     if r.cfg.memray:
         summary["memray"] = _memray_report(r.out)
@@ -82,11 +82,8 @@ def write_soak(r: SoakResult) -> dict[str, Any]:
     return summary
 
 
-def _write_csvs(r: SoakResult) -> None:
-    columns = [f.name for f in fields(Sample)]
-    for rec, name in ((r.peer, "samples.csv"), (r.reference, "reference-samples.csv")):
-        if rec is not None:
-            _csv(r.out / name, [asdict(x) for x in rec.samples], columns)
+def _write_lifetimes(r: SoakResult) -> None:
+    """lifetimes.csv (samples.csv and reference-samples.csv are written as sampled)."""
     rows = [{**asdict(x), "duration_s": round(x.end - x.start, 3) if x.end else ""} for x in r.lifetimes]
     _csv(r.out / "lifetimes.csv", rows, [f.name for f in fields(Lifetime)] + ["duration_s"])
 

@@ -8,11 +8,13 @@ reference with the seed's behaviour (see :mod:`zeromesh.harness.soak`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import astuple, fields
 from pathlib import Path
 from typing import IO
 
@@ -29,8 +31,15 @@ class LongLived:
     lines (``--events jsonl``): readiness, joins and leaves (kept as a
     cross-check; departures are counted from the churners)."""
 
-    def __init__(self, role: str, cmd: list[str], *, events: bool, children: Children, logs: LogFiles) -> None:
+    def __init__(
+        self, role: str, cmd: list[str], *, events: bool, children: Children, logs: LogFiles, samples_csv: Path
+    ) -> None:
         self.rec = LongLivedRecord(role=role, command=cmd, events=events)
+        # Written as sampled: a soak that dies (a libzmq abort, SIGKILL) still leaves its samples.
+        self._csv_file = samples_csv.open("w", newline="")
+        logs.adopt(self._csv_file)
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow([f.name for f in fields(Sample)])
         self._children = children
         self._logs = logs
         self._lock = threading.Lock()
@@ -111,6 +120,8 @@ class LongLived:
             return None
         with self._lock:
             self.rec.samples.append(s)
+            self._csv.writerow(astuple(s))
+            self._csv_file.flush()
         return s
 
     def ask_stop(self) -> None:

@@ -102,7 +102,10 @@ class Soak:
         roles = [("peer", self.commands.peer(endpoint)), ("reference", self.commands.reference(endpoint))]
         for role, spec in roles:
             if spec is not None:
-                ll = LongLived(role, spec[0], events=spec[1], children=self.children, logs=self.logs)
+                csv_name = "samples.csv" if role == "peer" else f"{role}-samples.csv"
+                cmd, events = spec
+                ll = LongLived(role, cmd, events=events, children=self.children, logs=self.logs,
+                               samples_csv=self.out / csv_name)  # fmt: skip
                 self.peers.append(ll)
                 ll.start()
         for ll in self.peers:
