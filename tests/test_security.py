@@ -175,7 +175,9 @@ def _garble(tmp_path: Path, keys: Path, what: str) -> tuple[Path, Path | None, s
     if what == "mismatch":  # another member's secret key under member-1's public key
         other = (keys / "member-2" / MEMBER_CERT).read_text().splitlines()
         mine = (b / MEMBER_CERT).read_text().splitlines()
-        (b / MEMBER_CERT).write_text("\n".join(o if "secret-key" in o else m for m, o in zip(mine, other, strict=True)) + "\n")
+        (b / MEMBER_CERT).write_text(
+            "\n".join(o if "secret-key" in o else m for m, o in zip(mine, other, strict=True)) + "\n"
+        )
         return b, None, "does not match"
     allow = tmp_path / "allow"
     allow.mkdir()
@@ -190,6 +192,8 @@ def _garble(tmp_path: Path, keys: Path, what: str) -> tuple[Path, Path | None, s
 )
 def test_bad_key_files_are_clear_errors(what: str, keys: Path, tmp_path: Path) -> None:
     bundle, allow, gist = _garble(tmp_path, keys, what)
+    for f in bundle.iterdir():  # private, as keygen writes them: the fault is the one _garble made
+        f.chmod(0o600)
     with pytest.raises(SecurityError, match=gist) as exc:
         Security.from_dir(bundle, allow)
     assert str(tmp_path) in str(exc.value)  # names the file or directory at fault
@@ -235,3 +239,36 @@ def test_cli_peer_joins_a_secured_mesh(keys: Path, zeromesh_exe: list[str]) -> N
     assert r.returncode == 0, r.stderr
     events = [json.loads(line)["event"] for line in r.stdout.splitlines()]
     assert events[0] == "ready" and events[-1] == "exit"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_loose_secret_file_is_refused_with_the_chmod_to_run(
+    mode: int, keys: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = keys / "member-1" / MEMBER_CERT
+    secret.chmod(mode)
+    with pytest.raises(SecurityError, match="group or others") as exc:
+        Security.from_dir(keys / "member-1")
+    assert f"chmod 600 {secret}" in str(exc.value)
+    assert main(["peer", "--proxy", "tcp://127.0.0.1:1", "--curve", str(keys / "member-1")]) == 2
+    assert f"chmod 600 {secret}" in capsys.readouterr().err
+    secret.chmod(0o600)
+    assert Security.from_dir(keys / "member-1").public
+
+
+def test_a_malformed_secret_key_is_never_echoed(keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (b / MESH_CERT).write_bytes((keys / "member-1" / MESH_CERT).read_bytes())
+    real = (keys / "member-1" / MEMBER_CERT).read_text()
+    secret = next(ln.split('"')[1] for ln in real.splitlines() if "secret-key" in ln)
+    # One character too many: a malformed key that is nearly the real one.
+    (b / MEMBER_CERT).write_text(real.replace(secret, secret + "A"))
+    for f in b.iterdir():
+        f.chmod(0o600)
+    with pytest.raises(SecurityError, match="malformed secret key") as exc:
+        Security.from_dir(b)
+    assert secret[:8] not in str(exc.value)
+    assert main(["proxy", "--curve", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "malformed secret key" in err and secret[:8] not in err

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import zmq
 
-from . import metadata, timing, wire
+from . import metadata, timing, transport, wire
 from .endpoints import canonical, validate_bind, validate_endpoint, validate_host
 from .logs import RateLimitedLog
 from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
@@ -147,6 +147,7 @@ class Peer:
         layers: tuple[Behaviour, SocketPolicy] | None = None,
         meta: Mapping[str, str] | None = None,
         receive_own: bool = False,
+        max_message_size: int = transport.DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """Check every argument (``TypeError``/:class:`~zeromesh.errors.ConfigError`
         naming it); nothing starts until :meth:`start`.
@@ -181,6 +182,9 @@ class Peer:
             ``join`` event and :meth:`members`, and by ``zeromesh members``.
         :param receive_own: also receive this peer's own published messages
             (off by default: its data SUB does not connect to its own PUB).
+        :param max_message_size: bound in bytes on one data message received;
+            a larger one drops the connection to its publisher unread (libzmq's
+            ``MAXMSGSIZE``), so an attacker's huge frame costs nothing.
         """
         self.proxy = validate_endpoint(_text("proxy", proxy))
         self.bind = validate_bind(_text("bind", bind))
@@ -194,6 +198,8 @@ class Peer:
         check_number("max_queued", max_queued, minimum=1, integer=True)
         check_number("data_hwm", data_hwm, integer=True, maximum=2**31 - 1)
         self.data_hwm = data_hwm
+        check_number("max_message_size", max_message_size, minimum=1, maximum=2**31 - 1, integer=True)
+        self.max_message_size = max_message_size
         if security is not None and not isinstance(security, Security):
             raise TypeError(f"security must be a Security, not {type(security).__name__}")
         self.tuning = _arg("tuning", tuning, Tuning) or Tuning()
@@ -212,6 +218,9 @@ class Peer:
         self._on_message = on_message
         self._events: queue.Queue[PeerEvent] = queue.Queue(max_queued)
         self._messages: queue.Queue[DataMessage] = queue.Queue(max_queued)
+        #: Payload bytes waiting in _messages (bounded by transport.MAX_QUEUED_BYTES).
+        self._queued_bytes = 0
+        self._queued_lock = threading.Lock()
         self._lock = threading.Lock()
         #: Notified (under _lock) whenever the peer table changes: wait_for_peers().
         self._changed = threading.Condition(self._lock)
@@ -378,9 +387,12 @@ class Peer:
     def recv(self, timeout: float | None = None) -> DataMessage | None:
         """The next data message (when no ``on_message`` callback was given)."""
         try:
-            return self._messages.get(timeout=timeout)
+            msg = self._messages.get(timeout=timeout)
         except queue.Empty:
             return None
+        with self._queued_lock:
+            self._queued_bytes -= len(msg.payload)
+        return msg
 
     # --- the loop -------------------------------------------------------------
 
@@ -405,6 +417,7 @@ class Peer:
                 security=self.security,
                 data_hwm=self.data_hwm,
                 monitor_proxy=True,
+                max_message_size=self.max_message_size,
             )
         except BaseException as exc:  # reported to start()'s caller
             self._start_error = exc
@@ -435,6 +448,7 @@ class Peer:
         poller = zmq.Poller()
         poller.register(s.proxy_sub, zmq.POLLIN)
         poller.register(s.data_sub, zmq.POLLIN)
+        poller.register(s.data_pub, zmq.POLLIN)  # subscriptions (XPUB_MANUAL)
         for m in s.monitors:
             poller.register(m, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
@@ -471,6 +485,8 @@ class Peer:
                 actions += self._read_discovery(s, proto, now)
             if s.data_sub in ready:
                 self._read_data(s)
+            if s.data_pub in ready:
+                self._read_subscriptions(s, poller)
             for m in s.monitors:
                 if m in ready:
                     self._read_monitor(s, m, proto, now)
@@ -523,12 +539,33 @@ class Peer:
                     except Exception:
                         self._failed("on_message-callback")
                 else:
+                    size = len(msg.payload)
+                    with self._queued_lock:
+                        room = self._queued_bytes + size <= transport.MAX_QUEUED_BYTES
+                        if room:
+                            self._queued_bytes += size
+                    if not room:
+                        self.dropped_messages += 1
+                        continue
                     try:
                         self._messages.put_nowait(msg)
                     except queue.Full:
                         self.dropped_messages += 1
+                        with self._queued_lock:
+                            self._queued_bytes -= size
         finally:
             self.received += got  # once per batch: the counter costs nothing per message
+
+    def _read_subscriptions(self, s: PeerSockets, poller: zmq.Poller) -> None:
+        try:
+            old = s.read_data_subscriptions()
+        except Exception:
+            self._failed("data-subscriptions")
+            return
+        if old is not None:
+            self.bad["junk-subscriptions"] += 1
+            poller.unregister(old)
+            poller.register(s.data_pub, zmq.POLLIN)
 
     def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop

@@ -7,8 +7,16 @@ publish. Two modes:
 * ``directory`` (default): a Python loop that forwards frame by frame, drops
   malformed frames (protecting C peers from garbage too), keeps a
   :class:`~zeromesh.directory.Directory` and re-arms the welcome with it.
-* ``classic``: libzmq's own ``zmq_proxy`` (steerable, so it stops cleanly),
-  byte-identical to the seed's proxy.
+* ``classic``: the seed's proxy, byte for byte (no decoding, no stamps, C
+  peers see exactly what was sent), but a filtering loop instead of libzmq's
+  ``zmq_proxy``: a ``W`` frame arriving on the XSUB is dropped (with
+  ``zmq_proxy`` it reached every peer, which moved its proxy PUB to the
+  attacker's endpoint), and so is any subscription but the protocol's.
+
+Both modes bound what a remote party can make them hold (see
+:mod:`zeromesh.transport`): frames on the XSUB are at most
+:data:`~zeromesh.transport.MAX_DISCOVERY_FRAME`, the XPUB applies only the
+empty subscription and is rebuilt if junk subscriptions pile up.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any, Literal
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import timing, wire
+from . import timing, transport, wire
 from .directory import Directory
 from .endpoints import DEFAULT_SCHEMES, advertised, canonical, validate_bind, validate_host
 from .errors import ConfigError
@@ -109,7 +117,14 @@ class Proxy:
         self.heartbeats = heartbeats
         self.bad: Counter[str] = Counter()
         self.forwarded = 0
+        #: Subscriptions applied (the protocol's empty topic) on the XPUB.
         self.subscriptions = 0
+        #: Subscribers of the empty topic now, by our count: the XSUB is
+        #: subscribed upstream while this is positive.
+        self._subscribers = 0
+        #: Times the XPUB was rebuilt to free junk subscriptions.
+        self.rebuilds = 0
+        self.filter = transport.SubscriptionFilter()
         self.directory = Directory(self.uuid)
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
         self._stop = threading.Event()
@@ -124,22 +139,18 @@ class Proxy:
             self.xsub = self._socket(zmq.XSUB)
             self.xsub.bind(xsub_bind)
             self.xsub_endpoint = advertised(last_endpoint(self.xsub), advertise)
-            self.xpub = self._socket(zmq.XPUB)
-            self._welcome_version = -1
-            self._arm_welcome()
+            self.xpub = self._make_xpub()
             self.xpub.bind(bind)
-            self.endpoint = advertised(last_endpoint(self.xpub), advertise)
+            self._xpub_bound = last_endpoint(self.xpub)
+            self.endpoint = advertised(self._xpub_bound, advertise)
             self.probe = self._socket(zmq.SUB)  # liveness of listed peers; no subscriptions
+            # It never subscribes, so nothing but ZMTP commands should arrive.
+            transport.limit(self.probe, transport.subscriber_max_msg(security is not None))
             self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(LIVENESS_EVENTS)
             self.probe_monitor.setsockopt(zmq.LINGER, 0)
             self._probed: set[str] = set()
             self._announced: dict[str, str] = {}  # resolved -> as announced
             self._probe_version = -1
-            if mode == "classic":
-                self.control = self._socket(zmq.PAIR)
-                self.control.bind(f"inproc://zeromesh-proxy-control-{self.uuid}")
-                self._control_peer = self._socket(zmq.PAIR)
-                self._control_peer.connect(f"inproc://zeromesh-proxy-control-{self.uuid}")
         except BaseException:
             if self.gate is not None:
                 self.gate.stop()
@@ -149,11 +160,22 @@ class Proxy:
     def _socket(self, kind: int) -> zmq.Socket[Any]:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)  # at creation, before bind/connect
-        if kind != zmq.PAIR:
-            set_transport_options(s, self.heartbeats)
-            if self.security is not None:  # CURVE role: the XSUB and XPUB bind, the probe connects
-                sec = self.security
-                (sec.apply_server if kind in (zmq.XSUB, zmq.XPUB) else sec.apply_client)(s)
+        set_transport_options(s, self.heartbeats)
+        if self.security is not None:  # CURVE role: the XSUB and XPUB bind, the probe connects
+            sec = self.security
+            (sec.apply_server if kind in (zmq.XSUB, zmq.XPUB) else sec.apply_client)(s)
+        if kind == zmq.XSUB:
+            transport.limit(s, transport.MAX_DISCOVERY_FRAME)
+        return s
+
+    def _make_xpub(self) -> zmq.Socket[Any]:
+        """The XPUB, welcome armed, not yet bound: manual subscriptions (only
+        the empty topic is applied, see :meth:`_read_subscriptions`)."""
+        s = self._socket(zmq.XPUB)
+        transport.make_manual(s, self.security is not None)
+        self._welcome_version = -1
+        self.xpub = s
+        self._arm_welcome()
         return s
 
     def _arm_welcome(self) -> None:
@@ -162,6 +184,12 @@ class Proxy:
         wall = time.time() - time.monotonic()  # the directory's clock is monotonic
         ext = self.directory.welcome_ext(wall) if self.mode == "directory" else {}
         frame = wire.encode(wire.Message(wire.Command.WELCOME, self.uuid, self.xsub_endpoint, ext))
+        if len(frame) > transport.MAX_WELCOME:
+            # Peers' proxy SUBs refuse a larger frame (and libzmq never redials
+            # after that). Without a directory a newcomer falls back to the
+            # classic rule: every peer re-announces to it. Slower, never wrong.
+            self.bad["welcome-without-directory"] += 1
+            frame = wire.encode(wire.Message(wire.Command.WELCOME, self.uuid, self.xsub_endpoint))
         self.xpub.setsockopt(zmq.XPUB_WELCOME_MSG, frame)
         self._welcome_version = self.directory.version
 
@@ -177,10 +205,7 @@ class Proxy:
     def _run(self) -> None:
         log.info("proxy %s: XPUB %s, XSUB %s (%s mode)", self.uuid, self.endpoint, self.xsub_endpoint, self.mode)
         try:
-            if self.mode == "classic":
-                zmq.proxy_steerable(self.xsub, self.xpub, None, self.control)
-            else:
-                self._loop()
+            self._loop()
         except BaseException as exc:
             # Supervisor invariant: a dead loop is never left half-alive
             # (no welcome, nobody can join); it is logged and reported to
@@ -210,11 +235,6 @@ class Proxy:
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop and close; idempotent and bounded. True if the loop ended in time."""
         self._stop.set()
-        if self.mode == "classic" and not self._closed:
-            try:
-                self._control_peer.send(b"TERMINATE")
-            except zmq.ZMQError:
-                pass
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
@@ -243,10 +263,10 @@ class Proxy:
         # Every socket had linger 0 from creation, so this term cannot hang.
         self.ctx.destroy(linger=0)
 
-    # --- directory mode -----------------------------------------------------
+    # --- the loop -------------------------------------------------------------
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
+        self._poller = poller = zmq.Poller()
         poller.register(self.xsub, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(self.probe_monitor, zmq.POLLIN)
@@ -262,9 +282,12 @@ class Proxy:
             ready = dict(poller.poll(int(timeout * 1000)))
             now = time.monotonic()
             if self.xpub in ready:
-                self._forward_subscriptions()
+                self._read_subscriptions()
             if self.xsub in ready:
-                self._forward_frames(now)
+                if self.mode == "classic":
+                    self._forward_raw()
+                else:
+                    self._forward_frames(now)
             if self.probe_monitor in ready:
                 self._read_probe(now)
             d.expire_due(now)
@@ -279,14 +302,66 @@ class Proxy:
             else:
                 log.info("proxy: leave %s %s (%s)", c.uuid, c.endpoint, c.reason)
 
-    def _forward_subscriptions(self) -> None:
+    def _read_subscriptions(self) -> None:
+        """Apply the empty topic, refuse the rest, and pass one subscription
+        upstream (the XSUB keeps it for every peer that connects) while anyone
+        subscribes: junk never reaches the peers' proxy PUBs."""
+        for subscribe in self.filter.read(self.xpub):
+            if subscribe:
+                self.subscriptions += 1
+                self._subscribers += 1
+                if self._subscribers == 1:
+                    self.xsub.send(b"\x01")
+            elif self._subscribers > 0:
+                self._subscribers -= 1
+                if self._subscribers == 0:
+                    self.xsub.send(b"\x00")
+        if self.filter.over_cap:
+            self._rebuild_xpub()
+
+    def _rebuild_xpub(self) -> None:
+        """Close the XPUB and bind a new one at the same address: the only way
+        to free the subscriptions libzmq stored for a flooding subscriber.
+        Honest subscribers reconnect (a reconnect interval), get a welcome and
+        re-announce; their data connections are not touched."""
+        self.rebuilds += 1
+        self.bad["junk-subscriptions"] += self.filter.junk
+        self._bad_log.warning("proxy: %d junk subscriptions stored; rebuilding the XPUB", self.filter.junk)
+        self._poller.unregister(self.xpub)
+        self.xpub.close(linger=0)
+        self.filter.reset()
+        if self._subscribers:
+            self._subscribers = 0
+            self.xsub.send(b"\x00")
+        xpub = self._make_xpub()
+        deadline = time.monotonic() + timing.REBIND_TIMEOUT
+        while True:
+            try:
+                xpub.bind(self._xpub_bound)
+                break
+            except zmq.ZMQError as exc:
+                # The old listener is closed by libzmq's I/O thread, shortly.
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)  # sleep: polling for the old listener's close (bounded above)
+        self._poller.register(xpub, zmq.POLLIN)
+
+    def _forward_raw(self) -> None:
+        """Classic mode: every message as it came, except a ``W`` (only the
+        proxy welcomes) and what is too large (refused by ``MAXMSGSIZE``)."""
         for _ in range(1000):
             try:
-                frames = self.xpub.recv_multipart(zmq.NOBLOCK)
+                frames = self.xsub.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return
-            self.subscriptions += 1
-            self.xsub.send_multipart(frames)
+            if frames[0][:1] == b"W":
+                self._bad("foreign-welcome", "W frame on the XSUB side")
+                continue
+            try:
+                self.xpub.send_multipart(frames, zmq.NOBLOCK)
+                self.forwarded += 1
+            except zmq.Again:
+                self.bad["forward-again"] += 1
 
     def _forward_frames(self, now: float) -> None:
         for msg in read_discovery(self.xsub, 1000, self.schemes, self._bad):

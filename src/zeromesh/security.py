@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
+import stat
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,15 +50,33 @@ PathLike = str | os.PathLike[str]
 
 def _z85_key(text: bytes, what: str, path: Path) -> bytes:
     if len(text) != 40 or not set(text.decode("latin-1")) <= _Z85:
-        raise SecurityError(f"{path}: malformed {what} (want 40 Z85 characters, got {text[:48]!r})")
+        # Never the key itself: error messages end up in logs and terminals.
+        raise SecurityError(f"{path}: malformed {what} (want 40 Z85 characters, got {len(text)} characters)")
     return text
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a secret key file that anyone but its owner may read (as ssh
+    does): such a key must be taken as already leaked."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SecurityError(f"{path}: cannot read key file: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SecurityError(
+            f"{path}: secret key file is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"make it private: chmod 600 {shlex.quote(str(path))}"
+        )
 
 
 def _read_cert(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
     """(public, secret) of a ZeroMQ certificate file, checked; secret is None
-    when the file has none and *need_secret* is false."""
+    when the file has none and *need_secret* is false. A file that must hold
+    a secret key must be private to its owner."""
     if not path.is_file():
         raise SecurityError(f"{path}: no such key file")
+    if need_secret:
+        _check_private(path)
     try:
         public, secret = zmq.auth.load_certificate(path)
     except ValueError:

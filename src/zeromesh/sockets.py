@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import timing, wire
+from . import timing, transport, wire
 from .endpoints import advertised
 from .errors import WireError
 from .security import Gate, Security
@@ -174,10 +175,17 @@ class PeerSockets:
         security: Security | None = None,
         data_hwm: int = DEFAULT_DATA_HWM,
         monitor_proxy: bool = False,
+        max_message_size: int = transport.DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.policy = policy
         self.data_hwm = data_hwm
         self.security = security
+        self.max_message_size = max_message_size
+        #: The data PUB's subscriptions (it is an XPUB_MANUAL: see zeromesh.transport).
+        self.data_filter = transport.SubscriptionFilter()
+        self.proxy_filter = transport.SubscriptionFilter()
+        #: Times the data PUB was rebuilt to free junk subscriptions.
+        self.rebuilds = 0
         self.gate: Gate | None = None
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.pub_lock = threading.Lock()
@@ -190,16 +198,20 @@ class PeerSockets:
         try:
             # The allow-list's ZAP handler, up before the data PUB binds.
             self.gate = security.gate(self.ctx) if security else None
-            self.data_pub = self._socket(zmq.PUB, "dataPub")
+            self.data_pub = self._data_pub()
             self.data_pub.bind(bind)
             self._after_bind(self.data_pub)
-            self.endpoint = advertised(last_endpoint(self.data_pub), advertise)
+            self._data_bound = last_endpoint(self.data_pub)
+            self.endpoint = advertised(self._data_bound, advertise)
             self.proxy_pub = self._socket(zmq.XPUB if policy.watch_subscription else zmq.PUB, "proxyPub")
             if policy.watch_subscription:
-                # Every subscribe is passed up, so a new XSUB connection is seen
-                # even while the old one is still attached.
-                self.proxy_pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+                # Every subscribe is passed up (manual mode passes them all), so
+                # a new XSUB connection is seen even while the old one is still
+                # attached; only the protocol's empty topic is applied.
+                transport.make_manual(self.proxy_pub, security is not None)
             self.proxy_sub = self._socket(zmq.SUB, "proxySub")
+            # Only the chosen proxy sends here; its largest frame is a welcome.
+            transport.limit(self.proxy_sub, transport.MAX_WELCOME)
             # Subscribe before connecting, or the welcome is lost.
             self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
             if monitor_proxy:  # before connecting, or its first handshake is missed
@@ -207,6 +219,8 @@ class PeerSockets:
             self.proxy_sub.connect(proxy)
             self._after_bind(self.proxy_sub)
             self.data_sub = self._socket(zmq.SUB, "dataSub")
+            # Anyone may announce a PUB: bound what one message can cost.
+            transport.limit(self.data_sub, max_message_size)
             if policy.disable_reconnect:
                 self.data_sub.setsockopt(zmq.RECONNECT_IVL, -1)
             self.data_sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -240,6 +254,13 @@ class PeerSockets:
             self._monitor(s, name)
         return s
 
+    def _data_pub(self) -> zmq.Socket[Any]:
+        """The data PUB, not yet bound: an XPUB_MANUAL (PUB semantics for
+        sending) so that a subscriber cannot make it store junk topics."""
+        s = self._socket(zmq.XPUB, "dataPub")
+        transport.make_manual(s, self.security is not None)
+        return s
+
     def _after_bind(self, s: zmq.Socket[Any]) -> None:
         if self.policy.linger_when is LingerWhen.AFTER_BIND:
             s.setsockopt(zmq.LINGER, self.policy.linger_ms)
@@ -267,15 +288,39 @@ class PeerSockets:
                 kick(self.proxy_pub)
 
     def proxy_subscriptions(self) -> list[bool]:
-        """Drain the proxy XPUB's (un)subscribe messages: True = subscribed."""
-        out: list[bool] = []
-        while True:
-            try:
-                msg = self.proxy_pub.recv(NOBLOCK)
-            except zmq.Again:
-                return out
-            if msg[:1] in (b"\x00", b"\x01"):
-                out.append(msg[:1] == b"\x01")
+        """Drain the proxy XPUB's (un)subscribe messages: True = subscribed.
+        Junk topics are not applied (only the seed's C proxy forwards any)."""
+        return self.proxy_filter.read(self.proxy_pub)
+
+    def read_data_subscriptions(self) -> zmq.Socket[Any] | None:
+        """Apply the data PUB's pending subscriptions (see
+        :class:`~zeromesh.transport.SubscriptionFilter`). Returns the old
+        socket when junk passed the cap and the PUB was rebuilt at the same
+        address (the caller re-registers the new one), else None."""
+        with self.pub_lock:
+            if self._closed:
+                return None
+            self.data_filter.read(self.data_pub)
+            if not self.data_filter.over_cap:
+                return None
+            old = self.data_pub
+            log.warning("%d junk subscriptions on the data PUB; rebuilding it", self.data_filter.junk)
+            self.rebuilds += 1
+            old.close(linger=0)
+            self.data_filter.reset()
+            self.data_pub = self._data_pub()
+            deadline = time.monotonic() + timing.REBIND_TIMEOUT
+            while True:
+                try:
+                    self.data_pub.bind(self._data_bound)
+                    break
+                except zmq.ZMQError as exc:
+                    # libzmq's I/O thread closes the old listener shortly after close().
+                    if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)  # sleep: polling for the old listener's close (bounded above)
+            self._after_bind(self.data_pub)
+            return old
 
     def publish(self, frames: list[bytes]) -> None:
         with self.pub_lock:

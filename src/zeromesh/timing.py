@@ -85,6 +85,11 @@ STOP_GRACE = 3.0
 #: the time between SIGINT/SIGTERM and a clean exit.
 PROXY_POLL = 0.1
 
+#: Bound on re-binding a publishing socket rebuilt to free junk subscriptions
+#: (zeromesh.transport): libzmq closes the old listener on its I/O thread, a
+#: few milliseconds after close() returns.
+REBIND_TIMEOUT = 1.0
+
 # --- logging ----------------------------------------------------------------
 
 #: At most one log line per this interval for malformed frames (they are

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="host to put in the welcome instead of the bound one")  # fmt: skip
     p.add_argument("--mode", choices=["directory", "classic"], default="directory",
                    help="directory: zeromesh (O(N) joins, bad frames dropped); "
-                        "classic: libzmq's zmq_proxy, as the seed")  # fmt: skip
+                        "classic: the seed's frames forwarded byte for byte, W frames from peers dropped")  # fmt: skip
     p.add_argument("--events", choices=["jsonl"], help="print a ready line (with the XSUB endpoint) on stdout")
     common.add_metrics_argument(p)
     common.add_security_arguments(p)
