@@ -232,9 +232,13 @@ class Proxy:
             subscriptions=self.subscriptions,
         )
 
+    def request_stop(self) -> None:
+        """Ask the loop to stop and close; returns at once (see :meth:`wait_done`)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop and close; idempotent and bounded. True if the loop ended in time."""
-        self._stop.set()
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
