@@ -38,6 +38,7 @@ def run(a: argparse.Namespace) -> int:
         base = soak.config(a, scenario=names[0], out=out / names[0], command=soak.command_line())
     except ValueError as exc:
         return common.fail("matrix", exc, int(Exit.USAGE))
+    soak.quiet_embedded_proxy(a)
     from ..harness.matrix import run_matrix
 
     doc, code = run_matrix(names, base, out)

@@ -10,6 +10,7 @@ typed :class:`~zeromesh.harness.model.SoakConfig`; the harness never sees them.
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 import textwrap
@@ -185,6 +186,14 @@ def config(a: argparse.Namespace, *, scenario: str, out: Path | None, command: s
     return cfg
 
 
+def quiet_embedded_proxy(a: argparse.Namespace) -> None:
+    """The embedded proxy logs every join and leave at INFO: dozens of lines a
+    second under churn, over the progress lines. Its warnings still show;
+    ``-v`` shows everything."""
+    if getattr(a, "verbose", 0) <= 0:
+        logging.getLogger("zeromesh.proxy").setLevel(logging.WARNING)
+
+
 def command_line() -> str:
     return "zeromesh " + shlex.join(sys.argv[1:])
 
@@ -197,6 +206,7 @@ def run(a: argparse.Namespace) -> int:
         cfg = config(a, scenario=a.scenario, out=a.out, command=command_line())
     except ValueError as exc:
         return common.fail("soak", exc, int(Exit.USAGE))
+    quiet_embedded_proxy(a)
     from ..harness.soak import run_soak
 
     summary = run_soak(cfg)
