@@ -448,7 +448,8 @@ class Peer:
         poller = zmq.Poller()
         poller.register(s.proxy_sub, zmq.POLLIN)
         poller.register(s.data_sub, zmq.POLLIN)
-        poller.register(s.data_pub, zmq.POLLIN)  # subscriptions (XPUB_MANUAL)
+        if self.policy.kick:  # no_kick: the seed's plain PUB, never polled (sockets._data_pub)
+            poller.register(s.data_pub, zmq.POLLIN)  # subscriptions (XPUB_MANUAL)
         for m in s.monitors:
             poller.register(m, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)

@@ -257,6 +257,11 @@ class PeerSockets:
     def _data_pub(self) -> zmq.Socket[Any]:
         """The data PUB, not yet bound: an XPUB_MANUAL (PUB semantics for
         sending) so that a subscriber cannot make it store junk topics."""
+        if not self.policy.kick:
+            # The seed's data PUB (no_kick): a plain PUB that the loop never
+            # polls, so only a send processes its commands and a departed
+            # subscriber's pipe stays allocated: the growth, on purpose.
+            return self._socket(zmq.PUB, "dataPub")
         s = self._socket(zmq.XPUB, "dataPub")
         transport.make_manual(s, self.security is not None)
         return s
