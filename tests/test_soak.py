@@ -20,6 +20,7 @@ import pytest
 from conftest import wait_for
 from zeromesh import Peer, PeerEvent, Proxy
 from zeromesh.cli import main
+from zeromesh.harness.matrix import run_matrix
 from zeromesh.harness.model import Exit, SoakConfig
 from zeromesh.harness.report import PEER_KEYS, SUMMARY_KEYS
 from zeromesh.harness.soak import run_soak
@@ -221,6 +222,19 @@ def test_bad_flags_give_one_line_and_exit_2(flags: list[str], capsys: pytest.Cap
     assert main(["soak", *flags]) == Exit.USAGE
     err = capsys.readouterr().err
     assert err.startswith("zeromesh soak: ") and err.count("\n") == 1, err
+
+
+def test_matrix_reports_each_scenario_and_its_exit_code(tmp_path: Path) -> None:
+    """One short scenario (the worst-of rule is in test_verdict): its row, the
+    plot, the markdown, and the exit code."""
+    base = SoakConfig(duration=4.0, warmup=1.0, churners=2, lifetime=0.3, pause=0.0, mode="inproc", live=False)
+    doc, code = run_matrix(["baseline"], base, tmp_path)
+    (row,) = doc["scenarios"]
+    assert row["scenario"] == "baseline" and row["reference"] is not None and row["memory_verdict"]
+    assert code == row["exit_code"] == doc["exit_code"] and json.loads((tmp_path / "matrix.json").read_text()) == doc
+    assert (tmp_path / "matrix.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "matrix.md").read_text()
+    assert "| exit |" in md and f"Overall exit code **{code}**" in md
 
 
 def test_matrix_checks_flags_and_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,9 +19,9 @@ def slope(lo: float, hi: float) -> Slope:
     ("lo", "hi", "token"),
     [
         (0.1, 0.3, "FLAT"),
-        (-0.5, 0.9, "FLAT"),
-        (1.2, 14.0, "GROWS"),
-        (0.5, 1.5, "INCONCLUSIVE"),  # straddles the threshold: no guess
+        (-0.5, verdict.GROWTH_KB - 0.1, "FLAT"),
+        (verdict.GROWTH_KB + 0.1, 14.0, "GROWS"),
+        (verdict.GROWTH_KB - 0.5, verdict.GROWTH_KB + 0.5, "INCONCLUSIVE"),  # straddles the threshold: no guess
         (-3.0, 5.0, "INCONCLUSIVE"),
     ],
 )

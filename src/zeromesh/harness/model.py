@@ -133,10 +133,11 @@ SEED_REFERENCE_ARGS = ("--no-kick",)
 # departure narrows with the number of departures measured, so the default
 # churn is fast: 10 churners with 0.5 s lifetimes and 0.1 s pauses, in-process
 # (a fresh context per lifetime), about 15 departures a second on 2 cores;
-# 70 s of churn, the first SOAK_WARMUP (20 s) not measured, leave ~700
-# measured departures. The seed's own churn (5 churners, 2 s lifetimes, 1 s
-# pauses) gives under 2 departures a second: --churners 5 --lifetime 2 --pause 1.
-DEFAULT_DURATION = 70.0
+# 60 s of churn, the first SOAK_WARMUP (20 s) not measured, leave 500-600
+# measured departures, and the whole run ends in 65-90 s even on a loaded
+# machine. The seed's own churn (5 churners, 2 s lifetimes, 1 s pauses)
+# gives under 2 departures a second: --churners 5 --lifetime 2 --pause 1.
+DEFAULT_DURATION = 60.0
 DEFAULT_CHURNERS = 10
 DEFAULT_LIFETIME = 0.5
 DEFAULT_PAUSE = 0.1

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from . import stats
 from .model import Exit, Sample
 
-#: The memory threshold, KB of long-lived RSS per departure. A connection
-#: never released costs about 12 KB (the seed's growth, measured by every
-#: default run's reference); a twelfth of that is a leak worth failing on,
-#: and well above the 0.1-0.4 KB per departure a healthy peer's heap still
-#: creeps by in its first minutes (docs/soak.md).
-GROWTH_KB = 1.0
+#: The memory threshold, KB of long-lived RSS per departure. It sits between
+#: the two things a soak tells apart: a connection never released (~12 KB,
+#: the seed's growth, which the reference measures in every default run) and
+#: a healthy peer's heap still settling in its first minute (0.4-0.7 KB per
+#: departure measured, more on a loaded machine: allocator and queue high-water
+#: marks). A sixth of the one, three times the other: each side has room at
+#: the default run's interval widths, and a slower real leak (the soak once
+#: found 2.5 KB per departure in zeromesh itself) still reads GROWS.
+GROWTH_KB = 2.0
 #: Fewer departures than this after the warm-up and no verdict is claimed.
 MIN_DEPARTURES = 20
 
