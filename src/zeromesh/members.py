@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import zmq
 
-from . import metadata, wire
+from . import metadata, transport, wire
 from .endpoints import DEFAULT_SCHEMES, validate_endpoint
 from .errors import WireError
 from .security import Security
@@ -156,6 +156,7 @@ class Watcher:
             self.sub: zmq.Socket[Any] = self.ctx.socket(zmq.SUB)
             self.sub.setsockopt(zmq.LINGER, 0)
             set_transport_options(self.sub, heartbeats)
+            transport.limit(self.sub, transport.MAX_WELCOME)  # what a proxy may send; a flood costs nothing
             if security is not None:
                 security.apply_client(self.sub)
             # Subscribe before connecting, or the welcome is lost.

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from . import timing, transport, wire
 from .directory import Directory
@@ -43,6 +42,7 @@ from .sockets import (
     last_endpoint,
     liveness,
     read_discovery,
+    recv_monitor_event,
     set_transport_options,
 )
 
@@ -384,7 +384,7 @@ class Proxy:
     def _read_probe(self, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop
             try:
-                ev = recv_monitor_message(self.probe_monitor, zmq.NOBLOCK)
+                ev = recv_monitor_event(self.probe_monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:

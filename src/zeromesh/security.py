@@ -33,7 +33,6 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from . import timing
 from .errors import SecurityError
@@ -163,6 +162,9 @@ class Gate:
         #: Client keys refused so far (written by the ZAP thread only).
         self.denied = 0
         self._denied_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
+        # Imported here: it pulls in asyncio (~40 ms of start-up every command would pay).
+        from zmq.auth.thread import ThreadAuthenticator
+
         self._auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.zap"))
         self._auth.start()
         self._auth.thread.name = "zeromesh-zap"
