@@ -161,15 +161,15 @@ def main() -> None:
             if tender is not None:
                 tender.join(2)
             ctx.destroy(linger=0)
-            for c in children:
-                assert c.stdin is not None
-                c.stdin.close()  # the children leave on EOF
-            for c in children:
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.close()  # the children leave on EOF
+            for child in children:
                 try:
-                    c.wait(15)
+                    child.wait(15)
                 except subprocess.TimeoutExpired:
-                    c.kill()
-                    c.wait()
+                    child.kill()
+                    child.wait()
 
 
 if __name__ == "__main__":
