@@ -12,7 +12,7 @@ from ..harness import hangdemo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = (hangdemo.__doc__ or "").split("\n\n")[1]
+    p.description = (hangdemo.__doc__ or "").split("\n\n")[1].replace("``", "")  # --help shows no reST
     p.add_argument(
         "--seconds",
         "-seconds",

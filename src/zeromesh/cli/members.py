@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from . import common
 
 if TYPE_CHECKING:
     from ..members import MemberInfo
+
+log = logging.getLogger("zeromesh")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,10 +84,18 @@ def run(a: argparse.Namespace) -> int:
     except (ValueError, zmq.ZMQError) as exc:
         return common.fail("members", f"cannot connect: {exc}")
     with w:
-        try:
-            listing = w.listing(a.timeout)
-        except TimeoutError as exc:
-            return common.fail("members", f"{exc} (is a proxy running there?)", 1)
+        log.debug("waiting for the welcome of %s", a.proxy)
+        deadline = time.monotonic() + a.timeout
+        listing = None
+        while listing is None and not stop.is_set():
+            try:  # in short steps: an interruption ends the wait at once
+                listing = w.listing(min(0.1, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    return common.fail("members", f"no welcome from {a.proxy} within {a.timeout:g} s "
+                                       "(is a proxy running there?)", 1)  # fmt: skip
+        if listing is None:
+            return 130
         if not listing.has_directory:
             print(
                 f"zeromesh members: the proxy at {a.proxy} is a classic proxy: its welcome carries no directory, "
