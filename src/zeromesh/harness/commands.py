@@ -4,11 +4,16 @@ reference, and the churners. zeromesh's own programs run as
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 from pathlib import Path
 
 from .model import SEED_REFERENCE_ARGS, Scenario, SoakConfig
 from .slots import CommandFor
+
+
+def memray_available() -> bool:
+    return importlib.util.find_spec("memray") is not None
 
 
 def fill(template: str, **kw: str) -> list[str]:

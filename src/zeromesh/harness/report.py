@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -53,10 +52,6 @@ PEER_KEYS = (
     "rss_kb_end",
     "verdict",
 )
-
-
-def memray_available() -> bool:
-    return importlib.util.find_spec("memray") is not None
 
 
 def _csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

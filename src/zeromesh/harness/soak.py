@@ -13,6 +13,7 @@ on the way out, on Ctrl+C and on error.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -26,9 +27,8 @@ from typing import Any
 
 from .. import timing
 from ..proxy import Proxy
-from . import report
 from .children import Children, LogFiles
-from .commands import Commands
+from .commands import Commands, memray_available
 from .model import SCENARIOS, SoakConfig, SoakResult
 from .progress import Progress
 from .sampling import LongLived
@@ -91,7 +91,7 @@ class Soak:
         if c.memray and c.long_lived_cmd:
             self.notes.append("--memray profiles zeromesh's own long-lived peer only; ignored with --long-lived-cmd")
             c.memray = False
-        if c.memray and not report.memray_available():
+        if c.memray and not memray_available():
             self.notes.append("--memray: memray is not installed (pip install memray); soak runs without it")
             c.memray = False
 
@@ -256,8 +256,17 @@ class Soak:
 def run_soak(cfg: SoakConfig) -> dict[str, Any]:
     """Run one soak, write its artefacts, print its verdict; the summary."""
     soak = Soak(cfg)
+    # The report's matplotlib and scipy take seconds to import (tens on a loaded
+    # machine): imported while the churn runs, not before it starts.
+    prefetch = threading.Thread(
+        target=importlib.import_module, args=(f"{__package__}.report",), name="soak-prefetch", daemon=True
+    )
+    prefetch.start()
     progress = Progress(soak.status, cfg, soak.mode, soak.out)
     result = soak.run(progress)
+    prefetch.join()
+    from . import report
+
     summary = report.write_soak(result)
     progress.final(summary)
     return summary

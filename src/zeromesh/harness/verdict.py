@@ -11,9 +11,12 @@ when no lifetime ran to its end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import stats
 from .model import Exit, Sample
+
+if TYPE_CHECKING:  # scipy takes seconds to import: only once a slope is computed
+    from . import stats
 
 #: The memory threshold, KB of long-lived RSS per departure. It sits between
 #: the two things a soak tells apart: a connection never released (~12 KB,
@@ -42,6 +45,8 @@ class Verdict:
 def growth(samples: list[Sample], warmup: float) -> tuple[stats.Slope | None, int]:
     """KB of RSS per departure over the samples after *warmup* seconds of
     churn, and the number of departures that covers."""
+    from . import stats
+
     used = [s for s in samples if s.elapsed >= warmup]
     if not used:
         return None, 0
