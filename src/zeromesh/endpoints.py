@@ -172,7 +172,12 @@ def canonical(endpoint: str) -> str:
     if addr.is_ip:
         return addr.endpoint(str(ipaddress.ip_address(addr.host.split("%", 1)[0])))
     try:
-        info = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
+        # IPv4 first, as libzmq resolves (ZMQ_IPV6 is off): its monitor events
+        # must name the same address ("localhost" is ::1 first on many hosts).
+        info = socket.getaddrinfo(addr.host, addr.port, socket.AF_INET, socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        return endpoint
+        try:
+            info = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return endpoint
     return addr.endpoint(str(info[0][4][0]))

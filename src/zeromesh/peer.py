@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 import zmq
 
 from . import metadata, timing, transport, wire
-from .endpoints import canonical, validate_bind, validate_endpoint, validate_host
+from .endpoints import validate_bind, validate_endpoint, validate_host
 from .logs import RateLimitedLog
 from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
 from .protocol import (
@@ -249,8 +249,8 @@ class Peer:
         self.received = 0
         self.published = 0
         self.protocol: PeerProtocol | None = None
-        #: resolved endpoint (as monitor events name it) -> endpoint as announced
-        self._announced: dict[str, str] = {}
+        #: The data SUB's connections: one per resolved address (set up in _run).
+        self._conns: transport.ConnectionTable | None = None
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
 
     # --- lifecycle ----------------------------------------------------------
@@ -426,6 +426,7 @@ class Peer:
             return
         self._sockets = sockets
         self.endpoint = sockets.endpoint
+        self._conns = self._connection_table(sockets)
         proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour, self.meta)
         proto.watch_subscription = self.policy.watch_subscription
         self.protocol = proto
@@ -568,6 +569,18 @@ class Peer:
             poller.unregister(old)
             poller.register(s.data_pub, zmq.POLLIN)
 
+    def _connection_table(self, s: PeerSockets) -> transport.ConnectionTable:
+        conns = transport.ConnectionTable(
+            lambda ep: self._zmq_call("connect-data", s.data_sub.connect, ep),
+            lambda ep: self._zmq_call("disconnect-data", s.data_sub.disconnect, ep),
+        )
+        # A data SUB connected to the proxy's XPUB received the whole discovery
+        # stream; to our own PUB (another uuid, another spelling), our own data.
+        conns.forbid(self.proxy, "proxy-endpoint")
+        if not self.receive_own:
+            conns.forbid(s.endpoint, "own-endpoint")
+        return conns
+
     def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop
             try:
@@ -578,11 +591,12 @@ class Peer:
                     self._proxy_health(ev, proto)
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
                     continue
-                endpoint = self._announced.get(change[0], change[0])
-                if change[1]:
-                    proto.on_data_connected(endpoint, now)
-                else:
-                    proto.on_data_disconnected(endpoint, now)
+                assert self._conns is not None
+                for endpoint in self._conns.on_event(*change):
+                    if change[1]:
+                        proto.on_data_connected(endpoint, now)
+                    else:
+                        proto.on_data_disconnected(endpoint, now)
             except Exception:
                 self._failed("monitor-event")
 
@@ -640,14 +654,21 @@ class Peer:
             if isinstance(a, DisconnectData):
                 s.after_disconnect(a.own)
         elif isinstance(a, ConnectData):
-            self._announced[canonical(a.endpoint)] = a.endpoint
-            self._zmq_call("connect-data", s.data_sub.connect, a.endpoint)
+            assert self._conns is not None and self.protocol is not None
+            result = self._conns.add(a.endpoint)
+            if result == "up":  # another spelling of a connection that is up
+                self.protocol.on_data_connected(a.endpoint, time.monotonic())
+            elif result not in ("dialled", "shared"):
+                # Never dialled: the entry never comes up, and expires.
+                self.bad[f"refused-{result}"] += 1
+                self._bad_log.warning("peer %s: not connecting to %s (%s)", self.uuid[:8], a.endpoint, result)
         elif isinstance(a, DisconnectData):
-            self._announced.pop(canonical(a.endpoint), None)
-            for _ in range(a.times):
-                self._zmq_call("disconnect-data", s.data_sub.disconnect, a.endpoint)
+            assert self._conns is not None
+            self._conns.remove(a.endpoint, a.times)
             s.after_disconnect(a.own)
         elif isinstance(a, ConnectProxy):
+            assert self._conns is not None
+            self._conns.forbid(a.endpoint, "proxy-endpoint")
             self._zmq_call("connect-proxy", s.proxy_pub.connect, a.endpoint)
         elif isinstance(a, DisconnectProxy):
             self._zmq_call("disconnect-proxy", s.proxy_pub.disconnect, a.endpoint)

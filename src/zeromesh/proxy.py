@@ -26,6 +26,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,8 +34,8 @@ import zmq
 
 from . import timing, transport, wire
 from .directory import Directory
-from .endpoints import DEFAULT_SCHEMES, advertised, canonical, validate_bind, validate_host
-from .errors import ConfigError
+from .endpoints import DEFAULT_SCHEMES, advertised, validate_bind, validate_host
+from .errors import ConfigError, WireError
 from .logs import RateLimitedLog
 from .security import Gate, Security
 from .sockets import (
@@ -149,8 +150,14 @@ class Proxy:
             self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(LIVENESS_EVENTS)
             self.probe_monitor.setsockopt(zmq.LINGER, 0)
             self._probed: set[str] = set()
-            self._announced: dict[str, str] = {}  # resolved -> as announced
             self._probe_version = -1
+            #: The probe's connections: one per resolved address, none to our own sockets.
+            probe = self.probe
+            self.conns = transport.ConnectionTable(self._probe_call(probe.connect), self._probe_call(probe.disconnect))
+            for ep in {self.endpoint, self._xpub_bound}:
+                self.conns.forbid(ep, "proxy-endpoint")
+            for ep in {self.xsub_endpoint, last_endpoint(self.xsub)}:
+                self.conns.forbid(ep, "proxy-endpoint")
         except BaseException:
             if self.gate is not None:
                 self.gate.stop()
@@ -361,6 +368,12 @@ class Proxy:
             if frames[0][:1] == b"W":
                 self._bad("foreign-welcome", "W frame on the XSUB side")
                 continue
+            if frames[0][:1] == b"C" and len(frames) == 1:
+                try:
+                    if self._own_endpoint(wire.decode(frames[0], self.schemes)):
+                        continue
+                except WireError:
+                    pass  # forwarded as it came: classic peers drop it themselves
             try:
                 self.xpub.send_multipart(frames, zmq.NOBLOCK)
                 self.forwarded += 1
@@ -370,6 +383,8 @@ class Proxy:
     def _forward_frames(self, now: float) -> None:
         for msg in read_discovery(self.xsub, 1000, self.schemes, self._bad):
             try:
+                if self._own_endpoint(msg):
+                    continue
                 out = self.directory.on_frame(msg, now)
                 if out is None:
                     self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")
@@ -381,6 +396,14 @@ class Proxy:
             except Exception:  # a frame that trips a bug is dropped, never the loop
                 self._failed("frame-handler")
 
+    def _own_endpoint(self, msg: wire.Message) -> bool:
+        """A ``C`` announcing one of this proxy's own sockets is dropped: every
+        data SUB would connect to the XPUB and receive the discovery stream."""
+        reason = self.conns.refusal(msg.endpoint) if msg.command is wire.Command.CONNECT else None
+        if reason is not None:
+            self._bad(reason, f"C from {msg.uuid} announces this proxy's own socket {msg.endpoint}")
+        return reason is not None
+
     def _read_probe(self, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop
             try:
@@ -391,11 +414,11 @@ class Proxy:
                 change = liveness(dict(ev))
                 if change is None:
                     continue
-                endpoint = self._announced.get(change[0], change[0])
-                if change[1]:
-                    self.directory.on_up(endpoint)
-                else:
-                    self.directory.on_down(endpoint, now)
+                for endpoint in self.conns.on_event(*change):
+                    if change[1]:
+                        self.directory.on_up(endpoint)
+                    else:
+                        self.directory.on_down(endpoint, now)
             except Exception:
                 self._failed("monitor-event")
 
@@ -411,19 +434,23 @@ class Proxy:
         self._probe_version = self.directory.version
         want = self.directory.endpoints()
         for ep in want - self._probed:
-            try:
-                self._announced[canonical(ep)] = ep
-                self.probe.connect(ep)
-            except (zmq.ZMQError, ValueError) as exc:
-                self.bad["probe-connect"] += 1
-                log.debug("probe connect %s: %s", ep, exc)
+            # A refused endpoint (an alias past the cap) is never probed, so it
+            # stays down and expires from the directory after the grace.
+            if self.conns.add(ep) == "up":  # another spelling of a live connection
+                self.directory.on_up(ep)
         for ep in self._probed - want:
-            self._announced.pop(canonical(ep), None)
-            try:
-                self.probe.disconnect(ep)
-            except zmq.ZMQError:
-                pass
+            self.conns.remove(ep)
         self._probed = want
+
+    def _probe_call(self, fn: Callable[[str], object]) -> Callable[[str], None]:
+        def call(endpoint: str) -> None:
+            try:
+                fn(endpoint)
+            except zmq.ZMQError as exc:
+                self.bad["probe-connect"] += 1
+                log.debug("probe %s: %s", endpoint, exc)
+
+        return call
 
     def _bad(self, reason: str, detail: str) -> None:
         self.bad[reason] += 1

@@ -11,6 +11,8 @@ keeps only where told to:
 * **queue depth** (``SNDHWM``/``RCVHWM``): counted in messages, per
   connection; bytes per connection are bounded only by depth x size, which is
   why every size below is bounded too.
+* **connections**: one per resolved address, whatever the spellings announced,
+  and none to the proxy's own sockets or past an alias cap (:class:`ConnectionTable`).
 * **subscriptions**: a publishing socket stores every distinct topic a
   subscriber sends, in a trie that costs about 90 bytes per topic byte
   (measured: 20,000 topics of 60 bytes = 105 MB), and libzmq has no cap and no
@@ -23,13 +25,18 @@ keeps only where told to:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from . import directory, metadata, wire
-from .endpoints import MAX_ENDPOINT_LEN
+from .endpoints import MAX_ENDPOINT_LEN, WILDCARD_HOSTS, canonical, parse_tcp
+from .errors import WireError
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +146,169 @@ class SubscriptionFilter:
             else:
                 self.junk = max(0, self.junk - 1)
         return out
+
+
+# --- connections to announced endpoints ------------------------------------------
+
+#: Distinct loopback addresses (any of 127.0.0.0/8, which all reach a listener
+#: bound on 0.0.0.0) or addresses of one IPv6 /64 dialled for one port. One
+#: attacker PUB announced under 3,000 such spellings cost every peer 1,250
+#: fds, 80 MB and 11% of a core, for good; past this cap a spelling is not
+#: dialled, so its entry never comes up and expires. Honest peers on one host
+#: differ by port, so two is plenty (a second address is a rare set-up).
+MAX_ALIASES_PER_PORT = 2
+
+#: Refusal reasons of :meth:`ConnectionTable.add` (counter keys).
+ALIAS_CAP = "alias-cap"
+
+
+def _host_class(key: str) -> tuple[str, int] | None:
+    """(the address class an alias flood draws from, port) of a canonical tcp
+    endpoint: 127/8 as one class, an IPv6 /64 as one; None for the rest."""
+    try:
+        addr = parse_tcp(key)
+        ip = ipaddress.ip_address(addr.host.split("%", 1)[0])
+    except (WireError, ValueError):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        if mapped is None:
+            return (str(ipaddress.IPv6Network((ip, 64), strict=False)), addr.port)
+        ip = mapped
+    if ip.is_loopback:
+        return ("127.0.0.0/8", addr.port)
+    return None
+
+
+class ConnectionTable:
+    """The data SUB's (or the proxy probe's) connections, one per resolved
+    address: announced endpoints are *spellings*; spellings that resolve to
+    one address share one connection (``localhost`` and ``127.0.0.1`` of a
+    live peer were 2 connections and every message twice; 10 spellings, 10).
+
+    It also refuses to dial what must never be dialled (:meth:`forbid`: the
+    proxy's own sockets, this peer's own PUB) and floods of aliases
+    (:data:`MAX_ALIASES_PER_PORT`). A refused spelling is never dialled, so
+    its entry never comes up and the owner's expiry drops it.
+
+    Monitor events name the resolved address; :meth:`on_event` maps one back
+    to every spelling it stands for.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[str], object],
+        disconnect: Callable[[str], object],
+        aliases_per_port: int = MAX_ALIASES_PER_PORT,
+    ) -> None:
+        self._connect, self._disconnect = connect, disconnect
+        self.aliases_per_port = aliases_per_port
+        #: resolved address -> the spelling dialled, every spelling on it, up?
+        self._conns: dict[str, _Conn] = {}
+        self._key_of: dict[str, str] = {}
+        self._refused: set[str] = set()
+        #: forbidden resolved addresses and loopback ports -> reason
+        self._forbidden: dict[str, str] = {}
+        self._forbidden_ports: dict[int, str] = {}
+        self._per_class: Counter[tuple[str, int]] = Counter()
+        #: Spellings refused, by reason.
+        self.refusals: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        """Connections open (one per resolved address)."""
+        return len(self._conns)
+
+    def __contains__(self, endpoint: object) -> bool:
+        """Whether *endpoint* (a spelling) uses a connection."""
+        return endpoint in self._key_of
+
+    def forbid(self, endpoint: str, reason: str) -> None:
+        """Never dial *endpoint* under any spelling. A wildcard or loopback
+        host forbids every loopback spelling of its port (one listener)."""
+        if endpoint.startswith("tcp://"):
+            host, _, port = endpoint[len("tcp://") :].rpartition(":")
+            if port.isdigit() and (host in WILDCARD_HOSTS or _is_loopback(host)):
+                self._forbidden_ports[int(port)] = reason
+        self._forbidden[canonical(endpoint)] = reason
+
+    def refusal(self, endpoint: str) -> str | None:
+        """Why *endpoint* would be refused as forbidden (None: it would not be)."""
+        key = canonical(endpoint)
+        reason = self._forbidden.get(key)
+        if reason is None and self._forbidden_ports:
+            cls = _host_class(key)
+            if cls is not None and cls[0] == "127.0.0.0/8":
+                reason = self._forbidden_ports.get(cls[1])
+        return reason
+
+    def add(self, endpoint: str) -> str:
+        """Dial *endpoint* unless its address is dialled already. Returns
+        ``"dialled"``, ``"shared"`` (another spelling's connection, not up
+        yet), ``"up"`` (that connection is up: the caller treats *endpoint* as
+        connected now), or the refusal reason (counted in :attr:`refusals`)."""
+        if endpoint in self._key_of or endpoint in self._refused:
+            return "shared"  # the protocol asks once per spelling; be idempotent anyway
+        key = canonical(endpoint)
+        conn = self._conns.get(key)
+        if conn is not None:
+            conn.spellings.add(endpoint)
+            self._key_of[endpoint] = key
+            return "up" if conn.up else "shared"
+        reason = self.refusal(endpoint)
+        cls = _host_class(key)
+        if reason is None and cls is not None and self._per_class[cls] >= self.aliases_per_port:
+            reason = ALIAS_CAP
+        if reason is not None:
+            self._refused.add(endpoint)
+            self.refusals[reason] += 1
+            return reason
+        self._connect(endpoint)
+        self._conns[key] = _Conn(endpoint, {endpoint})
+        self._key_of[endpoint] = key
+        if cls is not None:
+            self._per_class[cls] += 1
+        return "dialled"
+
+    def remove(self, endpoint: str, times: int = 1) -> None:
+        """Forget *endpoint*; the connection goes when its last spelling does
+        (*times* disconnect calls: the seed's duplicate disconnect)."""
+        if endpoint in self._refused:
+            self._refused.discard(endpoint)
+            return
+        key = self._key_of.pop(endpoint, None)
+        if key is None:
+            return
+        conn = self._conns[key]
+        conn.spellings.discard(endpoint)
+        if conn.spellings:
+            return
+        del self._conns[key]
+        cls = _host_class(key)
+        if cls is not None:
+            self._per_class[cls] -= 1
+            if self._per_class[cls] <= 0:
+                del self._per_class[cls]
+        for _ in range(times):
+            self._disconnect(conn.dialled)
+
+    def on_event(self, resolved: str, up: bool) -> list[str]:
+        """A monitor event for *resolved*: the spellings it concerns."""
+        conn = self._conns.get(canonical(resolved))
+        if conn is None:
+            return []
+        conn.up = up
+        return sorted(conn.spellings)
+
+
+@dataclass
+class _Conn:
+    dialled: str
+    spellings: set[str]
+    up: bool = False
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
