@@ -239,11 +239,11 @@ def test_aliases_of_a_live_peer_share_one_connection(ctx: zmq.Context[Any], prox
     for k in range(50):
         b.publish(b"count", str(k).encode())
     got: list[bytes] = []
-    while len(got) < 50 and (m := a.recv(1.0)) is not None:
-        if m.topic == b"count":
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (m := a.recv(0.5)) is not None:  # until 0.5 s of silence
+        if m.topic == b"count":  # (data_flows' extra "news" copies may still arrive)
             got.append(m.payload)
-    assert wait_for(lambda: a.recv(0.2) is None, 1.0)  # nothing more: no duplicates
-    assert got == [str(k).encode() for k in range(50)]
+    assert got == [str(k).encode() for k in range(50)]  # each once: no duplicates
     time.sleep(transport_grace())  # sleep: the fakes must survive an expiry grace (they are up)
     assert set(fakes) <= set(a.peers())
 
