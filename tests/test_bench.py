@@ -97,6 +97,8 @@ def test_idle_mesh_cpu_is_measured_for_every_lane() -> None:
         "raw pyzmq, zeromesh's heartbeats",
         "zeromesh, no heartbeats",
         "raw pyzmq, no heartbeats",
+        "zeromesh, no heartbeats, no kick timer",
+        "raw pyzmq, heartbeats on 3 connections per peer",
     ]
     for row in r["rows"]:
         assert row["runs"] == 1 and row["CPU % per peer"] >= 0

@@ -42,6 +42,10 @@ from .common import (
     stop_all,
 )
 
+#: The data PUB's ping interval in the raw "watch a few" lanes: its pings only
+#: bound how long a silent classic subscriber's pipe lives, not detection.
+WATCH_PUB_IVL = 60.0
+
 #: What a convergence run hosts: zeromesh peers, the seed's classic peers, or raw pyzmq (the limit).
 Impl = Literal["zeromesh", "classic", "raw"]
 
@@ -61,10 +65,18 @@ def host_main(argv: Sequence[str]) -> int:
     ap.add_argument("--raw", action="store_true", help="raw pyzmq sockets, endpoints given with go")
     ap.add_argument("--now", action="store_true", help="start at once (measure process start too)")
     ap.add_argument("--no-heartbeats", action="store_true", help="no ZMTP heartbeats (their cost, measured)")
+    ap.add_argument("--no-kick", action="store_true", help="zeromesh without the data PUB's kick timer")
+    ap.add_argument(
+        "--watch",
+        type=int,
+        default=0,
+        help="raw: heartbeats on the connections to the next WATCH endpoints (a ring) only, "
+        f"and the PUB's every {WATCH_PUB_IVL:g} s: the cost of watching a few peers each",
+    )
     ap.add_argument("--timeout", type=float, default=WAIT_CAP)
     a = ap.parse_args(argv)
     if a.raw:
-        return _raw_host(a.k, a.n, not a.no_heartbeats, a.timeout)
+        return _raw_host(a.k, a.n, not a.no_heartbeats, a.timeout, a.watch)
     if not a.proxy:
         ap.error("--proxy is required without --raw")
     t_main = time.time()
@@ -72,6 +84,8 @@ def host_main(argv: Sequence[str]) -> int:
     b = observed(b)
     if a.no_heartbeats:
         pol = dataclasses.replace(pol, heartbeats=False)
+    if a.no_kick:
+        pol = dataclasses.replace(pol, kick=False)
 
     say(armed=True, t_main=t_main)
     if not a.now and sys.stdin.readline().strip() != "go":
@@ -172,7 +186,7 @@ def _watch(peers: Sequence[Peer], n: int, timeout: float) -> tuple[float | None,
     return t_known, time.time() if conn == len(peers) else None
 
 
-def _raw_host(k: int, n: int, heartbeats: bool, timeout: float) -> int:
+def _raw_host(k: int, n: int, heartbeats: bool, timeout: float, watch: int = 0) -> int:
     """*k* raw pyzmq peers: a context each (as a ``Peer``), a PUB and a SUB
     with zeromesh's transport options, and a monitor that reports only
     handshakes. Nothing else: no proxy, no discovery, one thread."""
@@ -189,7 +203,8 @@ def _raw_host(k: int, n: int, heartbeats: bool, timeout: float) -> int:
             pub = ctx.socket(zmq.PUB)
             socks.append(pub)
             pub.setsockopt(zmq.LINGER, 0)
-            set_transport_options(pub, heartbeats, timing.DATA_PUB_HEARTBEAT_IVL, 2 * timing.DATA_PUB_HEARTBEAT_IVL)
+            pub_ivl = WATCH_PUB_IVL if watch else timing.DATA_PUB_HEARTBEAT_IVL
+            set_transport_options(pub, heartbeats, pub_ivl, 2 * pub_ivl)
             pub.bind("tcp://127.0.0.1:0")
             endpoints.append(last_endpoint(pub))
             sub = ctx.socket(zmq.SUB)
@@ -207,8 +222,12 @@ def _raw_host(k: int, n: int, heartbeats: bool, timeout: float) -> int:
             return 1
         everyone: list[str] = json.loads(line)["go"]
         t_go, cpu0, threads0 = time.time(), _cpu(), _thread_cpu()
-        for sub in subs:
-            for ep in everyone:
+        for sub, own in zip(subs, endpoints, strict=True):
+            at = everyone.index(own)
+            ring = everyone[at + 1 :] + everyone[: at + 1]
+            for i, ep in enumerate(ring):
+                if watch:  # heartbeat settings are taken per connection, at connect()
+                    sub.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000) if i < watch else 0)
                 sub.connect(ep)
         t_started = time.time()
         poller = zmq.Poller()
@@ -269,6 +288,7 @@ class Hosts:
         now: bool = False,
         timeout: float = WAIT_CAP,
         heartbeats: bool = True,
+        extra: Sequence[str] = (),
     ) -> None:
         self.procs: list[subprocess.Popen[str]] = []
         counts = [per_host] * (n // per_host) + ([n % per_host] if n % per_host else [])
@@ -277,7 +297,7 @@ class Hosts:
             cmd = [sys.executable, "-m", "zeromesh.bench.converge", "--k", str(k), "--n", str(n)]
             cmd += ["--timeout", str(timeout)] + (["--proxy", proxy] if proxy else ["--raw"])
             cmd += (["--classic"] if classic else []) + (["--now"] if now else [])
-            cmd += [] if heartbeats else ["--no-heartbeats"]
+            cmd += ([] if heartbeats else ["--no-heartbeats"]) + list(extra)
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         self.armed = [read_json_line(p, timeout) for p in self.procs]
 
