@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zeromesh import Peer, timing
-from zeromesh.bench import churn, converge, data, discovery, idle, join, leave, proxy, pyre
+from zeromesh.bench import churn, converge, data, discovery, idle, join, leave, proxy, pyre, scaling
 from zeromesh.bench.common import write_result
 from zeromesh.cli import build_parser, main
 from zeromesh.errors import ConfigError
@@ -114,6 +114,16 @@ def test_proxy_forwarding_is_measured_against_libzmqs() -> None:
     assert c["forwarded /s (probe)"] > 0 and zm["forwarded /s (probe)"] > 0
     # The probe sees what the proxy counts (nothing dropped on one fast subscriber's way).
     assert zm["forwarded /s (proxy)"] >= zm["forwarded /s (probe)"]
+
+
+@pytest.mark.parametrize("n", [10, 300])
+def test_scaling_simulation_joins_cost_one_frame_to_n_plus_one(n: int) -> None:
+    j = scaling.simulate_join(n, sample=5)
+    assert j["ready"] and j["sent"] == 1 and j["forwarded"] == 1 and j["deliveries"] == n + 1
+    r = scaling.bench_scaling(sizes=(n,))
+    check_shape(r, "scaling")
+    (row,) = r["rows"]
+    assert row["data connections full mesh"] == n * (n - 1)
 
 
 def test_leave_is_seen_by_everyone_and_processes_exit_cleanly() -> None:

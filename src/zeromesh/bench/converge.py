@@ -46,6 +46,17 @@ from .common import (
 #: bound how long a silent classic subscriber's pipe lives, not detection.
 WATCH_PUB_IVL = 60.0
 
+#: The report of a host that never answered.
+FAILED: dict[str, Any] = {
+    "failed": True,
+    "t_main": None,
+    "t_known": None,
+    "t_connected": None,
+    "frames": 0,
+    "cpu": 0.0,
+    "zmq_cpu": 0.0,
+}
+
 #: What a convergence run hosts: zeromesh peers, the seed's classic peers, or raw pyzmq (the limit).
 Impl = Literal["zeromesh", "classic", "raw"]
 
@@ -311,7 +322,17 @@ class Hosts:
         return t0
 
     def results(self, timeout: float) -> list[dict[str, Any]]:
-        return [read_json_line(p, timeout) for p in self.procs]
+        """Each host's report; a host that died or never answered (a libzmq
+        assertion has been seen to end one) reports nothing: the figures
+        that need it are then missing, and the run goes on."""
+        deadline = time.monotonic() + timeout
+        out = []
+        for p in self.procs:
+            try:
+                out.append(read_json_line(p, max(0.1, deadline - time.monotonic())))
+            except (RuntimeError, ValueError):
+                out.append(dict(FAILED))
+        return out
 
     def close(self) -> None:
         for p in self.procs:
@@ -329,6 +350,7 @@ def _median(runs: Sequence[dict[str, Any]], key: str) -> float | None:
 def _row(res: Sequence[dict[str, Any]], t0: float, n: int, now: bool) -> dict[str, Any]:
     known = [r["t_known"] for r in res]
     conn = [r["t_connected"] for r in res]
+    up = [r["t_main"] for r in res if r["t_main"] is not None]
     row: dict[str, Any] = {
         "peers": n,
         "processes": len(res),
@@ -339,8 +361,11 @@ def _row(res: Sequence[dict[str, Any]], t0: float, n: int, now: bool) -> dict[st
         "of which libzmq threads s": round(sum(r["zmq_cpu"] for r in res), 2),
     }
     if now:
-        row["last process up ms"] = ms(max(r["t_main"] for r in res) - t0)
-        row["connected after last up ms"] = ms(max(conn) - max(r["t_main"] for r in res)) if None not in conn else None
+        row["last process up ms"] = ms(max(up) - t0) if up else None
+        row["connected after last up ms"] = ms(max(conn) - max(up)) if None not in conn and up else None
+    failed = sum(1 for r in res if r.get("failed"))
+    if failed:
+        row["failed hosts"] = failed
     return row
 
 

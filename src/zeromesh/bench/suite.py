@@ -88,6 +88,7 @@ def _suite(
             subscribers=(1, 10) if q else (1, 10, 50, 100),
             seconds=1.0 if q else 3.0,
         ),
+        "scaling": call("scaling", "bench_scaling", sizes=(100, 1_000) if q else (100, 1_000, 10_000)),
         "churn": call(
             "churn", "bench_churn", rates=(0, 5) if q else (0, 5, 10, 20, 40, 80), seconds=2.0 if q else 10.0
         ),

@@ -1,0 +1,170 @@
+"""Scaling beyond this machine: one join into a mesh of 1,000 or 10,000 peers,
+on the pure state machines (:class:`~zeromesh.protocol.PeerProtocol`,
+:class:`~zeromesh.directory.Directory`), no sockets.
+
+A mesh of 10,000 full peer tables (10^8 entries) does not fit in memory, so
+the mesh is built as the protocol would leave it (every peer READY, its own
+directory stamp, the directory holding everyone) for a *sample* of peers with
+full tables; all existing peers are in the same state with respect to a join,
+so the sample's decisions, multiplied out, are the mesh's. What is counted is
+the protocol's own output (frames it sends, frames the directory forwards);
+what is timed is the real code on this machine (a directory handling a ``C``,
+a welcome encoded, a peer handling a newcomer's ``C``).
+
+Rows for what is not built (interest-scoped connections, redundant proxies,
+watching a few peers instead of heartbeating all) are arithmetic on the same
+counts, marked as such.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import wire
+from ..directory import Directory
+from ..protocol import Behaviour, PeerProtocol, Phase, Send, Stamp, _Known
+from .common import Result
+
+PROXY = "00000000-0000-4000-8000-0000000000ff"
+PROXY_XSUB = "tcp://10.0.0.1:5556"
+
+
+def _uuid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def _endpoint(i: int) -> str:
+    return f"tcp://10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}:5000"
+
+
+def _timed(fn: Any, repeat: int) -> float:
+    """Median seconds of *repeat* calls of *fn*."""
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+def simulate_join(n: int, sample: int = 20) -> dict[str, Any]:
+    """One zeromesh join into a converged mesh of *n* (directory proxy)."""
+    d = Directory(PROXY, max_entries=n + 1)
+    for i in range(n):
+        d.on_frame(wire.Message(wire.Command.CONNECT, _uuid(i), _endpoint(i)), 0.0)
+    table = {_uuid(i): _Known(_endpoint(i), 0.0) for i in range(n)}
+    existing = []
+    for i in range(min(sample, n)):
+        p = PeerProtocol(_uuid(i), _endpoint(i), Behaviour(expire=False))
+        p.phase = Phase.READY
+        p.proxy_uuid, p.proxy_endpoint = PROXY, PROXY_XSUB
+        p.own_stamp = Stamp(PROXY, d.entries[p.uuid].seq)
+        p.known_dir = Stamp(PROXY, d.seq)
+        p.peers = dict(table)
+        p._refs.update({k.endpoint: 1 for k in table.values()})
+        existing.append(p)
+    welcome = wire.Message(wire.Command.WELCOME, PROXY, PROXY_XSUB, d.welcome_ext())
+    welcome_bytes = len(wire.encode(welcome))
+    encode_s = _timed(lambda: wire.encode(wire.Message(wire.Command.WELCOME, PROXY, PROXY_XSUB, d.welcome_ext())), 5)
+    new = PeerProtocol(_uuid(n), _endpoint(n), Behaviour(expire=False))
+    new.watch_subscription = True
+    t0 = time.perf_counter()
+    out = new.on_frame(welcome, 0.0)
+    import_s = time.perf_counter() - t0
+    sends = [a.msg for a in out if isinstance(a, Send)]
+    sent = len(sends)
+    forwarded = 0
+    replies = 0
+    handle_s: list[float] = []
+    queue = list(sends)
+    while queue:
+        msg = queue.pop(0)
+        t0 = time.perf_counter()
+        stamped = d.on_frame(msg, 0.0)
+        dir_s = time.perf_counter() - t0
+        assert stamped is not None
+        forwarded += 1
+        for p in existing:
+            t0 = time.perf_counter()
+            acts = p.on_frame(stamped, 0.0)
+            handle_s.append(time.perf_counter() - t0)
+            replies += sum(1 for a in acts if isinstance(a, Send))
+        for a in new.on_frame(stamped, 0.0):
+            if isinstance(a, Send):
+                queue.append(a.msg)
+                sent += 1
+    # The sample's replies, multiplied out to the n existing peers.
+    replies_all = round(replies * n / len(existing)) if existing else 0
+    forwarded_all = forwarded + replies_all
+    return {
+        "n": n,
+        "sent": sent + replies_all,
+        "forwarded": forwarded_all,
+        "deliveries": forwarded_all * (n + 1),
+        "welcome bytes": welcome_bytes,
+        "welcome encode ms": round(encode_s * 1000, 2),
+        "welcome import ms": round(import_s * 1000, 2),
+        "directory C us": round(dir_s * 1e6, 1),
+        "peer handles C us": round(sorted(handle_s)[len(handle_s) // 2] * 1e6, 1),
+        "ready": new.ready,
+    }
+
+
+def bench_scaling(
+    sizes: Sequence[int] = (100, 1_000, 10_000),
+    topics: int = 10,
+    proxies: int = 2,
+    us_per_ping: float = 45.0,
+    deliveries_per_s: float = 800_000.0,
+    proxy_frames_per_s: float = 29_000.0,
+) -> Result:
+    """Discovery traffic of one join and the standing costs of a mesh of each
+    size: full mesh (built) against interest-scoped connections (not built:
+    each peer publishing one of *topics* topics and subscribing to one),
+    one proxy (built) against *proxies* redundant ones (not built: every
+    frame through each), heartbeats on every connection (today) against
+    watching 3 peers each (not built). *us_per_ping*, *deliveries_per_s* and
+    *proxy_frames_per_s* are this machine's measured costs (``zeromesh bench
+    idle``, ``proxy``) that turn counts into CPU and rates."""
+    rows = []
+    for n in sizes:
+        j = simulate_join(n)
+        full = n * (n - 1)
+        scoped = n * (n // topics)
+        pings_today = full / 0.5 + full / 5.0
+        pings_watch = 3 * n / 0.5 + full / 60.0
+        rows.append(
+            {
+                "peers": n,
+                "join: frames sent": j["sent"],
+                "join: frames forwarded": j["forwarded"],
+                "join: deliveries (1 proxy)": j["deliveries"],
+                f"join: deliveries ({proxies} proxies, not built)": j["deliveries"] * proxies,
+                "welcome KB": round(j["welcome bytes"] / 1024, 1),
+                "welcome encode ms": j["welcome encode ms"],
+                "directory per C us": j["directory C us"],
+                "peer per C us": j["peer handles C us"],
+                "joins/s one proxy fans out": round(min(deliveries_per_s / (n + 1), proxy_frames_per_s), 1),
+                "data connections full mesh": full,
+                f"data connections, {topics} topics (not built)": scoped,
+                "fds per peer full mesh": 2 * (n - 1) + 20,
+                "heartbeat CPU cores today": round(pings_today * us_per_ping / 1e6, 2),
+                "heartbeat CPU cores, watch 3 (not built)": round(pings_watch * us_per_ping / 1e6, 3),
+            }
+        )
+    return {
+        "name": "scaling",
+        "title": "One join into a mesh of N, and its standing costs (state machines; measured unit costs)",
+        "params": {
+            "sizes": list(sizes),
+            "topics": topics,
+            "proxies": proxies,
+            "us_per_ping": us_per_ping,
+            "deliveries_per_s": deliveries_per_s,
+            "proxy_frames_per_s": proxy_frames_per_s,
+        },
+        "rows": rows,
+        "summary": {"note": "'not built' columns are arithmetic on the built protocol's counts"},
+    }
