@@ -426,6 +426,9 @@ def bench_converge(
                     runs[impl].append(converge_once(n, per_host, impl, timeout=timeout, heartbeats=hb))
             med = {impl: _median(r, "connected ms") for impl, r in runs.items()}
             ratio = round(med["zeromesh"] / med["raw"], 2) if med["zeromesh"] and med["raw"] else None
+            # CPU seconds are steadier than wall time on a shared machine.
+            cpu = {impl: _median(r, "host CPU s") for impl, r in runs.items()}
+            cpu_ratio = round(cpu["zeromesh"] / cpu["raw"], 2) if cpu["zeromesh"] and cpu["raw"] else None
             ratios[f"n{n}_{'hb' if hb else 'nohb'}"] = ratio
             for impl in ("raw", "zeromesh"):
                 rows.append(
@@ -441,6 +444,9 @@ def bench_converge(
                         "all connected ms": [r["connected ms"] for r in runs[impl]],
                         "discovery frames": _median(runs[impl], "discovery frames"),
                         "ratio vs raw": ratio if impl == "zeromesh" else None,
+                        "host CPU s": cpu[impl],
+                        "of which libzmq threads s": _median(runs[impl], "of which libzmq threads s"),
+                        "CPU ratio vs raw": cpu_ratio if impl == "zeromesh" else None,
                     }
                 )
             if hb and n in classic_sizes:
