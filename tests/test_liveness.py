@@ -34,7 +34,6 @@ RESTART_BOUND = 2.0
 START = 10.0
 
 
-
 @pytest.fixture
 def children() -> Iterator[list[Child]]:
     """Child processes to stop (bounded) and reap at the end of the test."""
@@ -123,9 +122,7 @@ def knows(peer: Peer, uuids: set[str]) -> bool:
     return uuids <= set(peer.peers())
 
 
-def test_sigkill_of_one_peer_expires_it_everywhere(
-    proxy: Proxy, peers: list[Peer], children: list[Child]
-) -> None:
+def test_sigkill_of_one_peer_expires_it_everywhere(proxy: Proxy, peers: list[Peer], children: list[Child]) -> None:
     peers.extend(Peer(proxy.endpoint).start() for _ in range(3))
     victim, uuid, endpoint = spawn_peer(children, proxy.endpoint)
     assert wait_for(lambda: all(knows(p, {uuid}) for p in peers) and data_up(peers), 5.0)
@@ -137,9 +134,13 @@ def test_sigkill_of_one_peer_expires_it_everywhere(
         assert ev.reason == "expired"
         assert ev.t - killed_at <= CRASH_BOUND, f"expired after {ev.t - killed_at:.2f} s"
         assert uuid not in p.peers()
-        assert p.protocol is not None and endpoint not in p.protocol.connected_endpoints()
-    # The proxy's liveness probe drops it from the directory too.
+    # The proxy's liveness probe drops it from the directory too, and its
+    # obituary ends every observer's watch of the endpoint (an expiry is a
+    # suspicion: the endpoint is still dialled until then).
     assert wait_for(lambda: uuid not in proxy.directory.entries, CRASH_BOUND)
+    protos = [p.protocol for p in peers if p.protocol is not None]
+    assert wait_for(lambda: all(endpoint not in q.connected_endpoints() for q in protos), CRASH_BOUND)
+    assert all(q.tombstoned(uuid, time.monotonic()) for q in protos)
     # And nobody keeps dialling the dead endpoint (the seed did, ~7 times a second).
     assert nobody_dials(endpoint), "the dead peer's endpoint is still being dialled"
 
@@ -164,9 +165,7 @@ def test_sigkill_of_several_peers_at_once(proxy: Proxy, peers: list[Peer], child
     assert wait_for(lambda: full_mesh(peers), 1.0)
 
 
-def test_frozen_peer_expires_and_rejoins_when_thawed(
-    proxy: Proxy, peers: list[Peer], children: list[Child]
-) -> None:
+def test_frozen_peer_expires_and_rejoins_when_thawed(proxy: Proxy, peers: list[Peer], children: list[Child]) -> None:
     """SIGSTOP: the process is gone for the mesh, yet its kernel still accepts
     TCP; only the heartbeats (and the ZMTP handshake) tell."""
     peers.extend(Peer(proxy.endpoint).start() for _ in range(2))
@@ -190,7 +189,9 @@ def test_frozen_peer_expires_and_rejoins_when_thawed(
 
 @pytest.mark.parametrize("xsub", ["ephemeral", "fixed"])
 def test_proxy_restart_on_the_same_address_heals_the_mesh(
-    xsub: str, children: list[Child], peers: list[Peer]  # this order: peers leave before the proxy goes
+    xsub: str,
+    children: list[Child],
+    peers: list[Peer],  # this order: peers leave before the proxy goes
 ) -> None:
     well_known = f"tcp://127.0.0.1:{free_port()}"
     # An ephemeral XSUB comes back on a new port (peers must move); a fixed
@@ -292,8 +293,10 @@ def test_new_peer_on_a_killed_peers_endpoint_takes_over(
     assert _publish_until_received(new, observers, 3.0), "no data from the successor"
     # A late D for the dead peer must not drop its successor's connection.
     stale = sum(p.protocol.counters.ignored["unknown-disconnect"] for p in observers if p.protocol)
-    assert inject(c_message(b"D", old_uuid, endpoint), lambda: sum(
-        p.protocol.counters.ignored["unknown-disconnect"] for p in observers if p.protocol) >= stale + 2)
+    assert inject(
+        c_message(b"D", old_uuid, endpoint),
+        lambda: sum(p.protocol.counters.ignored["unknown-disconnect"] for p in observers if p.protocol) >= stale + 2,
+    )
     # It stays: not expired later, and its endpoint is connected exactly once.
     deadline = time.monotonic() + timing.EXPIRE_GRACE + 0.5
     for p in observers:

@@ -51,8 +51,12 @@ def C(uuid: str, endpoint: str, ext: dict[str, Any] | None = None) -> Message:
     return Message(Command.CONNECT, uuid, endpoint, ext or {})
 
 
-def D(uuid: str, endpoint: str) -> Message:
-    return Message(Command.DISCONNECT, uuid, endpoint)
+def D(uuid: str, endpoint: str, ext: dict[str, Any] | None = None) -> Message:
+    return Message(Command.DISCONNECT, uuid, endpoint, ext or {})
+
+
+#: Our own C as a zeromesh peer sends it (incarnation 0).
+MY_C = C(ME, MY_EP, {"i": 0})
 
 
 def sends(actions: list[Action], command: Command) -> list[Message]:
@@ -81,7 +85,7 @@ def test_welcome_connects_the_proxy_pub_and_announces() -> None:
     assert p.start(0.0) == []
     out = p.on_frame(W(), 0.0)
     assert out[0] == ConnectProxy(XSUB)
-    assert sends(out, Command.CONNECT) == [C(ME, MY_EP)]
+    assert sends(out, Command.CONNECT) == [MY_C]
     assert p.phase is Phase.ANNOUNCING and not p.ready
 
 
@@ -112,8 +116,10 @@ def test_own_c_makes_the_peer_ready_and_connects_its_own_pub() -> None:
 def test_own_uuid_with_another_endpoint_is_ignored() -> None:
     p = PeerProtocol(ME, MY_EP)
     p.on_frame(W(), 0.0)
-    assert p.on_frame(C(ME, ep(1)), 0.01) == []
+    out = p.on_frame(C(ME, ep(1)), 0.01)
     assert not p.ready and p.counters.ignored["own-uuid-other-endpoint"] == 1
+    # Somebody claims our uuid elsewhere: we re-assert ourselves (refutation).
+    assert sends(out, Command.CONNECT) == [C(ME, MY_EP, {"i": 1})]
 
 
 def test_unknown_c_joins_connects_and_reannounces_without_a_stamp() -> None:
@@ -121,7 +127,7 @@ def test_unknown_c_joins_connects_and_reannounces_without_a_stamp() -> None:
     out = p.on_frame(C(uid(2), ep(2)), 1.0)
     assert ConnectData(ep(2)) in out
     assert [(e.uuid, e.endpoint) for e in events(out, "join")] == [(uid(2), ep(2))]
-    assert sends(out, Command.CONNECT) == [C(ME, MY_EP)]  # classic newcomer: tell it about us
+    assert sends(out, Command.CONNECT) == [MY_C]  # classic newcomer: tell it about us
     assert p.snapshot() == {ME: MY_EP, uid(2): ep(2)}
 
 
@@ -130,18 +136,23 @@ def test_unknown_c_joins_connects_and_reannounces_without_a_stamp() -> None:
     [
         (5, {"p": PROXY, "s": 5}, False),  # their directory already lists us
         (5, {"p": PROXY, "s": 9}, False),
+        (5, {"p": PROXY, "s": 3}, False),
         (5, {"p": PROXY, "s": 4}, False),  # we joined after their welcome: they heard our C
         (5, {"p": uid(77), "s": 99}, True),  # another proxy's directory says nothing about us
         (5, None, True),  # a classic newcomer
         (5, {"p": PROXY, "s": "5"}, True),  # a malformed stamp counts as none
         (None, {"p": PROXY, "s": 99}, True),  # we never had a stamp (C proxy)
+        (5, {"p": PROXY, "s": 10}, True),  # a k at or past its own entry: forged, not believed
+        (5, {"p": PROXY, "s": 99}, True),
     ],
 )
 def test_default_reannounces_only_when_the_newcomers_directory_lacks_us(
     mine: int | None, theirs: dict[str, Any] | None, expected: bool
 ) -> None:
     p = ready_peer(stamp=mine)
-    out = p.on_frame(C(uid(2), ep(2), {"k": theirs} if theirs is not None else None), 1.0)
+    # The proxy stamped the newcomer's own C as entry 10 (after its welcome, which listed up to k).
+    stamped = {"k": theirs, "p": PROXY, "s": 10} if theirs is not None else None
+    out = p.on_frame(C(uid(2), ep(2), stamped), 1.0)
     assert bool(sends(out, Command.CONNECT)) is expected
     assert p.counters.reannounced == int(expected)
 
@@ -183,7 +194,15 @@ def test_new_uuid_on_a_known_endpoint_replaces_the_old_peer_keeping_the_connecti
     p = ready_peer()
     p.on_frame(C(uid(2), ep(2)), 1.0)
     p.on_data_connected(ep(2), 1.5)  # the connection is up: the successor inherits it
+    # A claim on an endpoint a live peer holds is not believed yet (a forged C
+    # there used to evict the victim) ...
     out = p.on_frame(C(uid(3), ep(2)), 2.0)
+    assert not any(isinstance(a, (Notify, ConnectData, DisconnectData)) for a in out)
+    assert p.snapshot() == {ME: MY_EP, uid(2): ep(2)}
+    # ... until the holder's connection drops and a new one is made there (a
+    # new process on the reused port: the seed's trust goes to the claim).
+    p.on_data_disconnected(ep(2), 2.1)
+    out = p.on_data_connected(ep(2), 2.2)
     assert not any(isinstance(a, (ConnectData, DisconnectData)) for a in out)
     left = events(out, "leave")
     assert [(e.uuid, e.reason) for e in left] == [(uid(2), "replaced")]
@@ -224,7 +243,7 @@ def test_directory_in_the_welcome_is_imported() -> None:
     assert {e.uuid for e in events(out, "join")} == {uid(2), uid(3)}
     assert ME not in p.snapshot()  # we are listed (an old entry) but not ready until we hear our own C
     # Our C tells the others which directory we have: they need not re-announce.
-    assert sends(out, Command.CONNECT)[0].ext == {"k": {"p": PROXY, "s": 12}}
+    assert sends(out, Command.CONNECT)[0].ext == {"i": 0, "k": {"p": PROXY, "s": 12}}
 
 
 def test_directory_is_ignored_by_classic_behaviour() -> None:
@@ -255,16 +274,22 @@ def test_d_for_an_unknown_uuid_or_a_stale_endpoint_is_ignored_and_counted() -> N
     assert uid(2) in p.snapshot()
 
 
-def test_own_d_while_not_leaving_is_ignored() -> None:
+def test_own_d_while_not_leaving_is_refuted() -> None:
     p = ready_peer()
-    assert p.on_frame(D(ME, MY_EP), 1.0) == []
+    out = p.on_frame(D(ME, MY_EP), 1.0)
+    assert sends(out, Command.CONNECT) == [C(ME, MY_EP, {"i": 1})]  # back, as a new incarnation
     assert p.ready and p.counters.ignored["own-disconnect-not-leaving"] == 1
+    assert p.counters.refuted == 1 and p.incarnation == 1
+    # An obituary (or a forged D) at a higher incarnation is outbid.
+    assert sends(p.on_frame(D(ME, MY_EP, {"i": 7, "o": 1}), 1.5), Command.CONNECT) == [C(ME, MY_EP, {"i": 8})]
+    classic = ready_peer(Behaviour.classic())
+    assert classic.on_frame(D(ME, MY_EP), 1.0) == []  # the seed ignores it
 
 
 def test_leave_sends_d_and_own_d_ends_the_loop() -> None:
     p = ready_peer()
     out = p.leave(5.0)
-    assert sends(out, Command.DISCONNECT) == [D(ME, MY_EP)]
+    assert sends(out, Command.DISCONNECT) == [D(ME, MY_EP, {"i": 0})]
     assert p.leave(5.1) == []  # idempotent
     out = p.on_frame(D(ME, MY_EP), 5.01)
     assert DisconnectData(MY_EP, own=True) in out
@@ -339,7 +364,7 @@ def test_c_retries_back_off_from_milliseconds_to_the_cap() -> None:
         assert deadline is not None
         assert sends(p.tick(deadline - 1e-6), Command.CONNECT) == []  # not early
         out = p.tick(deadline)
-        assert sends(out, Command.CONNECT) == [C(ME, MY_EP)]
+        assert sends(out, Command.CONNECT) == [MY_C]
         times.append(deadline)
     gaps = [b - a for a, b in pairwise(times)]
     assert gaps[0] <= 0.010  # the first retry comes within 10 ms
@@ -386,9 +411,14 @@ def test_expiry_after_the_grace_of_a_data_connection_down_and_not_before() -> No
     assert p.tick(10.0) == [] and uid(2) in p.snapshot()
     p.on_data_disconnected(ep(2), 20.0)
     out = p.tick(20.0 + b.expire_grace)
-    assert DisconnectData(ep(2)) in out
     assert [(e.uuid, e.reason) for e in events(out, "leave")] == [(uid(2), "expired")]
     assert p.counters.expired == 1 and uid(2) not in p.snapshot()
+    # A suspicion, not a verdict: its endpoint is still dialled for the revive window ...
+    assert DisconnectData(ep(2)) not in out and p.connected_endpoints()[ep(2)] == 1
+    assert p.next_deadline() == pytest.approx(20.0 + b.expire_grace + b.revive_window)
+    # ... and given up silently after it.
+    out = p.tick(20.0 + b.expire_grace + b.revive_window)
+    assert out == [DisconnectData(ep(2))] and ep(2) not in p.connected_endpoints()
 
 
 def test_a_peer_that_never_connects_expires_too() -> None:
@@ -477,29 +507,50 @@ class ProtocolMachine(RuleBasedStateMachine):
             ext = {"p": proxy, "s": 3, "dir": [[UUIDS[0], ENDPOINTS[0]], [UUIDS[1], ENDPOINTS[1]]]}
         self.apply(self.p.on_frame(W(ext, uuid=proxy), self.now))
 
-    @rule(u=st.sampled_from(UUIDS + [ME]), e=st.sampled_from(ENDPOINTS + [MY_EP]), k=st.none() | st.integers(0, 6))
+    @rule(
+        u=st.sampled_from([*UUIDS, ME]),
+        e=st.sampled_from([*ENDPOINTS, MY_EP]),
+        k=st.none() | st.integers(0, 6),
+        i=st.none() | st.integers(0, 3),
+    )
     @precondition(lambda self: self.alive())
-    def connect(self, u: str, e: str, k: int | None) -> None:
+    def connect(self, u: str, e: str, k: int | None, i: int | None) -> None:
         assert self.p is not None
         ext: dict[str, Any] = {}
         if u == ME and self.stamp is not None:
             ext = {"p": PROXY, "s": self.stamp}
         elif k is not None:
             ext = {"k": {"p": PROXY, "s": k}}
+        if i is not None:
+            ext["i"] = i
         self.apply(self.p.on_frame(C(u, e, ext), self.now))
 
-    @rule(u=st.sampled_from(UUIDS + [ME]), e=st.sampled_from(ENDPOINTS + [MY_EP]))
+    @rule(
+        u=st.sampled_from([*UUIDS, ME]),
+        e=st.sampled_from([*ENDPOINTS, MY_EP]),
+        i=st.none() | st.integers(0, 3),
+        obituary=st.booleans(),
+    )
     @precondition(lambda self: self.alive())
-    def disconnect(self, u: str, e: str) -> None:
+    def disconnect(self, u: str, e: str, i: int | None, obituary: bool) -> None:
         assert self.p is not None
-        self.apply(self.p.on_frame(D(u, e), self.now))
+        ext: dict[str, Any] = {} if i is None else {"i": i}
+        if obituary:
+            ext["o"] = 1
+        self.apply(self.p.on_frame(D(u, e, ext), self.now))
 
-    @rule(e=st.sampled_from(ENDPOINTS + [MY_EP]), up=st.booleans())
+    @rule(u=st.sampled_from([*UUIDS, ME]), e=st.sampled_from([*ENDPOINTS, MY_EP]))
+    @precondition(lambda self: self.alive())
+    def proof(self, u: str, e: str) -> None:
+        assert self.p is not None
+        self.apply(self.p.on_proof(u, e, self.now))
+
+    @rule(e=st.sampled_from([*ENDPOINTS, MY_EP]), up=st.booleans())
     @precondition(lambda self: self.alive())
     def data_event(self, e: str, up: bool) -> None:
         assert self.p is not None
         if up:
-            self.p.on_data_connected(e, self.now)
+            self.apply(self.p.on_data_connected(e, self.now))
         else:
             self.p.on_data_disconnected(e, self.now)
 
@@ -520,12 +571,13 @@ class ProtocolMachine(RuleBasedStateMachine):
     def books_balance(self) -> None:
         if self.p is None:
             return
-        per_endpoint = Counter(self.p.snapshot().values())
-        assert self.p.connected_endpoints() == dict(per_endpoint), "refcount != peers per endpoint"
+        per_endpoint = Counter(ep for ep, _ in self.p.entries().values())
+        assert self.p.connected_endpoints() == dict(per_endpoint), "refcount != entries per endpoint"
         assert set(per_endpoint) == self.connected, "connect/disconnect actions do not balance"
         if self.p.phase is not Phase.DONE:  # after the exit, the table is history
             assert set(self.p.snapshot()) == self.members, "notifications do not match the table"
-        assert all(n == 1 for n in per_endpoint.values()), "two peers share an endpoint"
+        listed = Counter(self.p.snapshot().values())
+        assert all(n == 1 for n in listed.values()), "two listed peers share an endpoint"
         assert self.p.ready == (ME in self.p.snapshot())
         if self.p.phase is Phase.READY:
             assert self.p.ready
@@ -559,7 +611,7 @@ def test_no_reannounce_to_a_newcomer_that_carries_a_position_unless_it_names_us(
     out = p.on_frame(C(uid(2), ep(2), {"k": {"p": PROXY, "s": 3}, "p": PROXY, "s": 9}), 1.0)
     assert ConnectData(ep(2)) in out and not sends(out, Command.CONNECT)  # it heard our C after its welcome
     asked = {"k": {"p": PROXY, "s": 3}, "r": 1, "m": [7], "p": PROXY, "s": 9}
-    assert sends(p.on_frame(C(uid(2), ep(2), asked), 1.1), Command.CONNECT) == [C(ME, MY_EP)]
+    assert sends(p.on_frame(C(uid(2), ep(2), asked), 1.1), Command.CONNECT) == [MY_C]
     not_us = dict(asked, m=[5, 6])
     assert not sends(p.on_frame(C(uid(2), ep(2), not_us), 1.2), Command.CONNECT)
 

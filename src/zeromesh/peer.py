@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import zmq
 
-from . import metadata, timing, transport, wire
+from . import ext, metadata, timing, transport, wire
 from .endpoints import validate_bind, validate_endpoint, validate_host
 from .logs import RateLimitedLog
 from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
@@ -429,6 +429,15 @@ class Peer:
         self._conns = self._connection_table(sockets)
         proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour, self.meta)
         proto.watch_subscription = self.policy.watch_subscription
+        try:
+            sockets.prove(self.uuid, proto.incarnation)
+        except BaseException as exc:  # reported to start()'s caller
+            sockets.close(term=True)
+            self._start_error = exc
+            self._started.set()
+            self._done.set()
+            return
+        proto.proves = sockets.proves
         self.protocol = proto
         self._started.set()
         try:
@@ -460,6 +469,7 @@ class Peer:
         end = start + self.lifetime if self.lifetime is not None else None
         if self._apply(proto.start(start), s, proto):
             return
+        turned = start
         while True:
             now = time.monotonic()
             if b.announce_every_turn:
@@ -473,6 +483,10 @@ class Peer:
             if self.policy.kick:
                 s.kick_pub()
             now = time.monotonic()
+            # A turn much later than asked for: this process was starved, and
+            # that time must not count against the peers it watches.
+            proto.on_stall(now - turned - timeout - timing.LOOP_LAG_ALLOWANCE)
+            turned = now
             actions: list[Action] = []
             if self._wake_r in ready:
                 self._drain_wake()
@@ -486,12 +500,13 @@ class Peer:
             if s.proxy_sub in ready:
                 actions += self._read_discovery(s, proto, now)
             if s.data_sub in ready:
-                self._read_data(s)
+                for uuid, endpoint in self._read_data(s):
+                    actions += proto.on_proof(uuid, endpoint, now)
             if s.data_pub in ready:
                 self._read_subscriptions(s, poller)
             for m in s.monitors:
                 if m in ready:
-                    self._read_monitor(s, m, proto, now)
+                    actions += self._read_monitor(s, m, proto, now)
             actions += proto.tick(now)
             if self._apply(actions, s, proto):
                 return
@@ -514,7 +529,10 @@ class Peer:
                 self._failed("frame-handler")
         return actions
 
-    def _read_data(self, s: PeerSockets) -> None:
+    def _read_data(self, s: PeerSockets) -> list[tuple[str, str]]:
+        """Deliver waiting data messages; return the identity proofs (uuid,
+        endpoint) that data PUBs sent as their welcome."""
+        proofs: list[tuple[str, str]] = []
         # The data hot path: bound methods and int flags (see sockets.NOBLOCK).
         recv, more = s.data_sub.recv, s.data_sub.getsockopt
         got = 0
@@ -523,11 +541,15 @@ class Peer:
                 try:
                     frames = [recv(NOBLOCK)]
                 except zmq.Again:
-                    return
+                    return proofs
                 while more(RCVMORE):
                     frames.append(recv(NOBLOCK))
                 if len(frames) != 3:
-                    self.bad["foreign-data"] += 1  # e.g. a C peer's empty dummy message
+                    proof = ext.decode_proof(frames[0]) if len(frames) == 1 else None
+                    if proof is not None:
+                        proofs.append(proof)
+                    else:
+                        self.bad["foreign-data"] += 1  # e.g. a C peer's empty dummy message
                     continue
                 try:
                     msg = DataMessage(frames[0], frames[1].decode("ascii"), frames[2])
@@ -557,6 +579,7 @@ class Peer:
                             self._queued_bytes -= size
         finally:
             self.received += got  # once per batch: the counter costs nothing per message
+        return proofs
 
     def _read_subscriptions(self, s: PeerSockets, poller: zmq.Poller) -> None:
         try:
@@ -581,12 +604,13 @@ class Peer:
             conns.forbid(s.endpoint, "own-endpoint")
         return conns
 
-    def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> None:
+    def _read_monitor(self, s: PeerSockets, m: zmq.Socket[Any], proto: PeerProtocol, now: float) -> list[Action]:
+        actions: list[Action] = []
         for _ in range(1000):  # bounded: a flood of events must not starve the loop
             try:
                 ev = s.read_monitor(m)
                 if ev is None:
-                    return
+                    break
                 if m is s.proxy_monitor and m is not s.data_monitor:
                     self._proxy_health(ev, proto)
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
@@ -594,11 +618,12 @@ class Peer:
                 assert self._conns is not None
                 for endpoint in self._conns.on_event(*change):
                     if change[1]:
-                        proto.on_data_connected(endpoint, now)
+                        actions += proto.on_data_connected(endpoint, now)
                     else:
                         proto.on_data_disconnected(endpoint, now)
             except Exception:
                 self._failed("monitor-event")
+        return actions
 
     def _proxy_health(self, ev: dict[str, Any], proto: PeerProtocol) -> None:
         """``proxy_down``/``proxy_up`` as the connection to the proxy's XPUB goes

@@ -13,6 +13,21 @@ its welcome; a newcomer's ``C`` then says which directory it has seen
 (extension ``k``), and an existing peer re-announces only when it is not in
 that directory. Anything classic (a C proxy, a C peer, a frame without the
 extension) falls back to the seed's rule: re-announce to every newcomer.
+
+Membership that a forged frame cannot rewrite (docs/membership.md):
+
+* **incarnations**: every ``C``/``D`` of a zeromesh member carries its
+  incarnation (extension ``i``); a claim older than the one known is ignored,
+  and a member that hears a ``D`` or a competing ``C`` for its own uuid
+  re-asserts itself with a higher incarnation (refutation, as in SWIM).
+* **proof**: a zeromesh member is listed only once the data PUB at its endpoint
+  has proved it is that uuid (:meth:`PeerProtocol.on_proof`); until then it is
+  *pending*. Classic members (no ``i``) keep the seed's trust.
+* **tombstones**: a ``D`` is final: a later ``C`` at the same incarnation is
+  dropped (the seed's C peer re-sends ``C`` after its own ``D``).
+* **suspicion**: an expired peer is *suspect*, not forgotten: its endpoint keeps
+  being dialled (libzmq's reconnect pace) until it proves itself again, a ``D``
+  or the proxy's obituary ends it, or :data:`~zeromesh.timing.REVIVE_WINDOW`.
 """
 
 from __future__ import annotations
@@ -23,7 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from . import metadata, timing
+from . import ext, metadata, timing
+from .ext import Stamp
 from .wire import Command, Message
 
 EventKind = Literal["ready", "join", "leave", "exit", "proxy_down", "proxy_up"]
@@ -122,6 +138,17 @@ class Behaviour:
     #: Expire peers whose data connection stays down (needs a socket monitor).
     expire: bool = True
     expire_grace: float = timing.EXPIRE_GRACE
+    #: Carry an incarnation, keep the highest heard, refute false claims about us.
+    incarnations: bool = True
+    #: List a zeromesh member only once its data PUB proved its uuid.
+    require_proof: bool = True
+    #: A ``D`` is final: a later ``C`` at the same incarnation is dropped.
+    tombstones: bool = True
+    proof_timeout: float = timing.PROOF_TIMEOUT
+    #: How long an expired peer stays watched (0: forgotten at once, as before).
+    revive_window: float = timing.REVIVE_WINDOW
+    tombstone_ttl: float = timing.TOMBSTONE_TTL
+    refute_interval: float = timing.REFUTE_INTERVAL
     leave_timeout: float = timing.LEAVE_TIMEOUT
     retry_first: float = timing.ANNOUNCE_RETRY_FIRST
     retry_max: float = timing.ANNOUNCE_RETRY_MAX
@@ -136,13 +163,20 @@ class Behaviour:
             reannounce_on_welcome=False,
             use_directory=False,
             expire=False,
+            incarnations=False,
+            require_proof=False,
+            tombstones=False,
         )
 
 
 #: Bound on :attr:`PeerProtocol._heard_seqs`; past it, a permanent gap is assumed.
 MAX_HEARD_SEQS = 1024
 #: A resync ``C`` names at most this many missed entries (it stays one small frame).
-MAX_MISSING_NAMED = 256
+MAX_MISSING_NAMED = ext.MAX_MISSING
+#: Departed uuids remembered (a later ``C`` for them is dropped).
+MAX_TOMBSTONES = 4096
+#: uuid -> CURVE key bindings remembered (stamped by a secured proxy).
+MAX_BINDINGS = 65536
 
 
 class Phase(enum.Enum):
@@ -153,31 +187,22 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
+class State(enum.Enum):
+    PENDING = "pending"  # announced, not proven yet: not listed
+    LIVE = "live"  # listed
+    SUSPECT = "suspect"  # expired: not listed, its endpoint still watched
+
+
 @dataclass
 class _Known:
     endpoint: str
     since: float
+    #: None: a classic member (no incarnation; the seed's trust).
+    inc: int | None = None
+    state: State = State.LIVE
     meta: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """A directory position: which proxy instance, and its sequence number."""
-
-    proxy: str
-    seq: int
-
-    @classmethod
-    def from_ext(cls, ext: Any, seq_key: str = "s") -> Stamp | None:
-        if not isinstance(ext, dict):
-            return None
-        p, s = ext.get("p"), ext.get(seq_key)
-        if isinstance(p, str) and isinstance(s, int) and not isinstance(s, bool):
-            return cls(p, s)
-        return None
-
-    def as_ext(self) -> dict[str, Any]:
-        return {"p": self.proxy, "s": self.seq}
+    #: Its data PUB proves its uuid: listed (again) only on that proof.
+    proves: bool = False
 
 
 @dataclass
@@ -191,6 +216,13 @@ class Counters:
     reannounced: int = 0
     #: Our C re-sent with "r": we found a gap in the directory we heard.
     resyncs: int = 0
+    #: We re-asserted ourselves against a D or a competing C for our uuid.
+    refuted: int = 0
+    #: Suspects that proved themselves alive again (a false expiry healed).
+    revived: int = 0
+    #: Claims dropped unproven, suspects given up after the window.
+    unproven: int = 0
+    abandoned: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
 
 
@@ -206,10 +238,13 @@ class PeerProtocol:
         #: Our own metadata (checked by the caller), sent in every ``C``.
         self.meta: Mapping[str, str] = dict(meta or {})
         self.phase = Phase.WAITING
+        #: Every entry, listed or not (see :class:`State`); :meth:`snapshot` lists the live ones.
         self.peers: dict[str, _Known] = {}
         self.counters = Counters()
         self.proxy_uuid: str | None = None
         self.proxy_endpoint: str | None = None
+        #: Our incarnation: raised each time we refute a claim about us.
+        self.incarnation = 0
         #: Our own directory position, from the proxy's stamp on our echoed ``C``.
         self.own_stamp: Stamp | None = None
         #: The directory position we were handed in the welcome.
@@ -218,15 +253,25 @@ class PeerProtocol:
         self._heard_seqs: set[int] = set()
         self._refs: Counter[str] = Counter()
         self._down_since: dict[str, float] = {}
+        #: uuid -> when a pending claim or a suspect is given up.
+        self._waiting: dict[str, float] = {}
+        self._tombs = ext.Tombstones(MAX_TOMBSTONES, self.behaviour.tombstone_ttl)
+        #: uuid -> the CURVE key a secured proxy stamped on its first frame.
+        self._bindings: dict[str, str] = {}
         self._next_send: float | None = None
         self._retry = self.behaviour.retry_first
         self._leave_deadline: float | None = None
+        self._refute_at: float | None = None
+        self._last_refute = -float("inf")
+        self._welcomed = False
         #: The proxy's XSUB has subscribed to our proxy PUB (seen only with an
         #: XPUB there): what we send now reaches the proxy.
         self._subscribed = False
         #: The socket layer reports that subscription (:meth:`on_proxy_subscription`):
         #: then an unsubscribed send is not retried fast, the subscription triggers it.
         self.watch_subscription = False
+        #: Our data PUB proves our uuid (set by the socket layer): our C says so.
+        self.proves = False
 
     # --- views ----------------------------------------------------------------
 
@@ -235,26 +280,35 @@ class PeerProtocol:
         return self.uuid in self.peers
 
     def snapshot(self) -> dict[str, str]:
-        """uuid -> endpoint of every known peer, this one included once heard."""
-        return {u: k.endpoint for u, k in self.peers.items()}
+        """uuid -> endpoint of every listed (live) peer, this one included once heard."""
+        return {u: k.endpoint for u, k in self.peers.items() if k.state is State.LIVE}
 
     def members(self) -> dict[str, tuple[str, Mapping[str, str], float]]:
-        """uuid -> (endpoint, metadata, when it joined our view) of every known peer."""
-        return {u: (k.endpoint, k.meta, k.since) for u, k in self.peers.items()}
+        """uuid -> (endpoint, metadata, when it joined our view) of every listed peer."""
+        return {u: (k.endpoint, k.meta, k.since) for u, k in self.peers.items() if k.state is State.LIVE}
+
+    def entries(self) -> dict[str, tuple[str, State]]:
+        """uuid -> (endpoint, state) of every entry, pending and suspect ones included."""
+        return {u: (k.endpoint, k.state) for u, k in self.peers.items()}
 
     def connected_endpoints(self) -> dict[str, int]:
         return dict(self._refs)
 
     def pending_connections(self) -> int:
-        """Known peers' data connections not reported up by the monitor yet
-        (always 0 when expiry, and with it the monitor, is off)."""
-        return len(self._down_since)
+        """Listed peers' data connections not reported up yet, plus claims not
+        proven yet (always 0 when expiry, and with it the monitor, is off)."""
+        return len(self._down_since) + sum(1 for k in self.peers.values() if k.state is State.PENDING)
+
+    def tombstoned(self, uuid: str, now: float) -> bool:
+        return self._tombs.get(uuid, now) is not None
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (None: nothing scheduled)."""
-        times = [t for t in (self._next_send, self._leave_deadline) if t is not None]
+        times = [t for t in (self._next_send, self._leave_deadline, self._refute_at) if t is not None]
         if self.behaviour.expire and self._down_since:
             times.append(min(self._down_since.values()) + self.behaviour.expire_grace)
+        if self._waiting:
+            times.append(min(self._waiting.values()))
         return min(times) if times else None
 
     # --- inputs -----------------------------------------------------------------
@@ -286,14 +340,27 @@ class PeerProtocol:
                 return self._finish("timeout", now)
             if b.announce_every_turn or (self._next_send is not None and now >= self._next_send):
                 out.append(self._send(Command.DISCONNECT, now))
-        elif self.phase is Phase.ANNOUNCING:
+        elif self.phase is Phase.ANNOUNCING and (
             # Not "while not self.ready": after a re-welcome we are still in our
             # own table, yet must retry until the new proxy echoes our C.
-            if b.announce_every_turn or (self._next_send is not None and now >= self._next_send):
-                out.append(self._send(Command.CONNECT, now))
+            b.announce_every_turn or (self._next_send is not None and now >= self._next_send)
+        ):
+            out.append(self._send(Command.CONNECT, now))
+        if self._refute_at is not None and now >= self._refute_at:
+            out.extend(self._assert(now))
         if b.expire:
             out.extend(self._expire_due(now))
+        if self._waiting:
+            out.extend(self._give_up_due(now))
         return out
+
+    def on_stall(self, excess: float) -> None:
+        """The loop turned *excess* seconds later than it asked to (this process
+        starved of CPU): that time does not count against the peers it watches
+        (Lifeguard's local health), or an overloaded observer expires live peers."""
+        if excess > 0:
+            for ep in self._down_since:
+                self._down_since[ep] += excess
 
     def on_proxy_subscription(self, subscribed: bool, now: float) -> list[Action]:
         """The proxy's XSUB (un)subscribed to our proxy PUB. Once subscribed,
@@ -314,17 +381,42 @@ class PeerProtocol:
         self.phase = Phase.LEAVING
         self._retry = self.behaviour.retry_first
         self._leave_deadline = now + self.behaviour.leave_timeout
+        self._refute_at = None
         out: list[Action] = [self._send(Command.DISCONNECT, now)]
         if self.behaviour.immediate_exit:
             out.extend(self._finish("immediate", now))
         return out
 
-    def on_data_connected(self, endpoint: str, now: float) -> None:
+    def on_data_connected(self, endpoint: str, now: float) -> list[Action]:
+        """The data connection to *endpoint* completed its handshake. That is
+        the proof a classic member can give: a classic suspect there is alive."""
         self._down_since.pop(endpoint, None)
+        here = [(u, k) for u, k in self.peers.items() if k.endpoint == endpoint and u != self.uuid]
+        if any(k.proves and k.state is not State.PENDING for _, k in here):
+            return []  # a proving member's proof comes right after its handshake
+        # A classic claim waiting on a classic holder: a new connection there
+        # may be a new process (a reused port), the seed's trust goes to the claim.
+        ranked = sorted(here, key=lambda uk: uk[1].state is not State.PENDING)
+        for uuid, k in ranked:
+            if not k.proves and k.state is not State.LIVE:
+                return self._promote(uuid, now)
+        return []
 
     def on_data_disconnected(self, endpoint: str, now: float) -> None:
-        if self._refs.get(endpoint) and endpoint != self.endpoint:
+        if endpoint != self.endpoint and self._live_at(endpoint):
             self._down_since.setdefault(endpoint, now)
+
+    def on_proof(self, uuid: str, endpoint: str, now: float) -> list[Action]:
+        """The data PUB at *endpoint* said it is *uuid* (its welcome message).
+        A pending claim or a suspect that matches is listed (again)."""
+        k = self.peers.get(uuid)
+        if uuid == self.uuid or k is None or k.endpoint != endpoint:
+            self.counters.ignored["unclaimed-proof"] += 1
+            return []
+        self._down_since.pop(endpoint, None)  # its welcome just came over that connection
+        if k.state is State.LIVE:
+            return []
+        return self._promote(uuid, now)
 
     # --- handlers ------------------------------------------------------------
 
@@ -347,31 +439,36 @@ class PeerProtocol:
         elif self.phase is Phase.WAITING or (b.reannounce_on_welcome and self.phase is not Phase.DONE):
             if self.phase is Phase.READY:
                 self.counters.reannounced += 1
+            if self._welcomed and b.incarnations:
+                # We were away from the proxy: it may have declared us dead
+                # (an obituary we never heard), so come back as a new incarnation.
+                self._bump(None)
             self.phase = Phase.ANNOUNCING
             self._retry = b.retry_first
             # Send at once: the first C may be lost while the proxy's
             # subscription is in flight; the backoff retry covers that.
             out.append(self._send(Command.CONNECT, now))
+        self._welcomed = True
         return out
 
     def _import_directory(self, msg: Message, now: float) -> list[Action]:
-        stamp = Stamp.from_ext(msg.ext)
-        entries = msg.ext.get("dir")
-        if stamp is None or not isinstance(entries, list):
+        stamp = ext.stamp(msg.ext)
+        entries = ext.directory(msg.ext)
+        if stamp is None or entries is None:
             self.known_dir = None
             return []
         self.known_dir = stamp
         self._heard_seqs.clear()
         info = metadata.dir_info(msg.ext)
         out: list[Action] = []
-        for entry in entries:
-            if not (isinstance(entry, list) and len(entry) >= 2):
+        for e in entries:
+            inc = e.incarnation if self.behaviour.incarnations else None
+            if e.uuid == self.uuid or e.uuid in self.peers or e.endpoint == self.endpoint:
                 continue
-            uuid, endpoint = entry[0], entry[1]
-            if not (isinstance(uuid, str) and isinstance(endpoint, str)) or uuid == self.uuid:
+            if self.behaviour.tombstones and self._tombs.blocks(e.uuid, inc, now):
                 continue
-            if uuid not in self.peers and endpoint != self.endpoint:
-                out.extend(self._add(uuid, endpoint, now, self._read_meta(info.get(uuid, {}).get("m"))))
+            meta = self._read_meta(info.get(e.uuid, {}).get("m"))
+            out.extend(self._add(e.uuid, e.endpoint, inc, now, meta, e.proves))
         return out
 
     def _note_seq(self, msg: Message) -> None:
@@ -385,7 +482,7 @@ class PeerProtocol:
         advance: the fallback is the conservative rule, never a missed peer.
         """
         k = self.known_dir
-        stamp = Stamp.from_ext(msg.ext)
+        stamp = ext.stamp(msg.ext)
         if k is None or stamp is None or stamp.proxy != k.proxy or stamp.seq <= k.seq:
             return
         self._heard_seqs.add(stamp.seq)
@@ -397,25 +494,38 @@ class PeerProtocol:
         if len(self._heard_seqs) > MAX_HEARD_SEQS:
             self._heard_seqs.clear()  # a gap that never fills: stop tracking (bounded memory)
 
+    def _incarnation(self, msg: Message) -> int | None:
+        return ext.incarnation(msg.ext) if self.behaviour.incarnations else None
+
+    def _stale(self, inc: int | None, known: _Known) -> bool:
+        """Is a claim at *inc* older than what we know of a zeromesh member
+        (a classic frame counts as older: it can only be forged)?"""
+        return self.behaviour.incarnations and known.inc is not None and (inc is None or inc < known.inc)
+
+    def _key_ok(self, uuid: str, msg: Message) -> bool:
+        """Under CURVE the proxy stamps each frame with its sender's key: the
+        first key seen for a uuid is the only one that may speak for it."""
+        key = ext.binding(msg.ext)
+        if key is None:
+            return True
+        bound = self._bindings.get(uuid)
+        if bound is None:
+            self._bindings[uuid] = key
+            if len(self._bindings) > MAX_BINDINGS:
+                del self._bindings[next(iter(self._bindings))]
+            return True
+        return bound == key
+
     def _on_connect(self, msg: Message, now: float) -> list[Action]:
-        out: list[Action] = []
+        inc = self._incarnation(msg)
         if msg.uuid == self.uuid:
-            if msg.endpoint != self.endpoint:
-                self.counters.ignored["own-uuid-other-endpoint"] += 1
-                return out
-            stamp = Stamp.from_ext(msg.ext)
-            if stamp is not None:
-                self.own_stamp = stamp
-            if self.phase is Phase.ANNOUNCING:
-                self.phase = Phase.READY
-                self._next_send = None
-                if self._missed_entries():
-                    # Ask the peers we may have missed to re-announce (see _should_reannounce).
-                    self.counters.resyncs += 1
-                    out.append(self._send(Command.CONNECT, now, schedule=False, resync=True))
-            if msg.uuid not in self.peers:
-                out.extend(self._add(msg.uuid, msg.endpoint, now, self.meta))
-                out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now, meta=self.meta)))
+            return self._on_own_connect(msg, inc, now)
+        out: list[Action] = []
+        if not self._key_ok(msg.uuid, msg):
+            self.counters.ignored["foreign-key"] += 1
+            return out
+        if self.behaviour.tombstones and self._tombs.blocks(msg.uuid, inc, now):
+            self.counters.ignored["tombstoned"] += 1
             return out
         if msg.endpoint == self.endpoint:
             # Only we are reachable at our endpoint (a hostile frame, or a host
@@ -424,19 +534,57 @@ class PeerProtocol:
             return out
         known = self.peers.get(msg.uuid)
         if known is not None:
-            if known.endpoint != msg.endpoint:  # same peer, new endpoint: follow it (leave + join)
+            if self._stale(inc, known):
+                # An older incarnation, or a classic frame about a zeromesh member: stale or forged.
+                self.counters.ignored["stale-incarnation"] += 1
+                return out
+            if known.endpoint != msg.endpoint:
+                if known.state is State.LIVE and known.endpoint not in self._down_since:
+                    # A live member does not move: a competing claim (if it is
+                    # about a zeromesh member, the member itself refutes it).
+                    self.counters.ignored["competing-claim"] += 1
+                    return out
+                # Same peer, new endpoint, the old one down or unproven: follow it.
                 out.extend(self._remove(msg.uuid, now, "replaced", notify=True))
-                out.extend(self._add(msg.uuid, msg.endpoint, now, self._read_meta(msg.ext.get(metadata.META))))
-            elif msg.ext.get("r") and self._should_reannounce(msg):
+                out.extend(self._add_announced(msg, inc, now))
+                return out
+            if inc is not None:
+                known.inc = inc
+            if ext.flag(msg.ext, ext.RESYNC) and self._should_reannounce(msg):
                 self.counters.reannounced += 1
                 out.append(self._send(Command.CONNECT, now, schedule=False))
             return out
-        out.extend(self._add(msg.uuid, msg.endpoint, now, self._read_meta(msg.ext.get(metadata.META))))
+        out.extend(self._add_announced(msg, inc, now))
         if self._should_reannounce(msg):
             self.counters.reannounced += 1
             # A one-off reply: it must not arm the retry timer (in READY nothing
             # would ever clear it, and the loop would spin on a past deadline).
             out.append(self._send(Command.CONNECT, now, schedule=False))
+        return out
+
+    def _on_own_connect(self, msg: Message, inc: int | None, now: float) -> list[Action]:
+        out: list[Action] = []
+        if msg.endpoint != self.endpoint:
+            # Somebody claims our uuid elsewhere: re-assert ourselves.
+            self.counters.ignored["own-uuid-other-endpoint"] += 1
+            return self._refute(inc, now) if self.behaviour.incarnations else out
+        if inc is not None and inc > self.incarnation:
+            # Asserted at an incarnation we never had (a forgery or a replay of
+            # an earlier life): outbid it, or our own D would then count as stale.
+            return self._refute(inc, now)
+        stamp = ext.stamp(msg.ext)
+        if stamp is not None:
+            self.own_stamp = stamp
+        if self.phase is Phase.ANNOUNCING:
+            self.phase = Phase.READY
+            self._next_send = None
+            if self._missed_entries():
+                # Ask the peers we may have missed to re-announce (see _should_reannounce).
+                self.counters.resyncs += 1
+                out.append(self._send(Command.CONNECT, now, schedule=False, resync=True))
+        if msg.uuid not in self.peers:
+            out.extend(self._add(msg.uuid, msg.endpoint, self.incarnation, now, self.meta))
+            out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now, meta=self.meta)))
         return out
 
     def _should_reannounce(self, newcomer: Message) -> bool:
@@ -449,16 +597,20 @@ class PeerProtocol:
             return True
         if self.phase is not Phase.READY:
             return False  # our retry loop is announcing us anyway
-        known = Stamp.from_ext(newcomer.ext.get("k"))
+        known = ext.known(newcomer.ext)
         mine = self.own_stamp
         if known is None or mine is None or known.proxy != mine.proxy:
             return True
-        if not newcomer.ext.get("r"):
+        if not ext.flag(newcomer.ext, ext.RESYNC):
             # Its welcome listed every entry up to k, and it hears every C
-            # forwarded after it; if it finds a gap, it asks again ("r").
-            return False
-        missing = newcomer.ext.get("m")
-        if isinstance(missing, list):
+            # forwarded after it; if it finds a gap, it asks again ("r"). Its
+            # k is its own word: believed only if it lies before the entry
+            # number the proxy stamped on this very frame (an honest newcomer's
+            # welcome always does), so a forged k cannot silence us.
+            own = ext.stamp(newcomer.ext)
+            return own is None or own.proxy != known.proxy or known.seq >= own.seq
+        missing = ext.missing(newcomer.ext)
+        if missing is not None:
             return mine.seq in missing  # it named the entries it missed
         return mine.seq > known.seq
 
@@ -478,35 +630,78 @@ class PeerProtocol:
         return k is not None and mine is not None and k.proxy == mine.proxy and k.seq < mine.seq - 1
 
     def _on_disconnect(self, msg: Message, now: float) -> list[Action]:
-        if msg.uuid not in self.peers:
-            self.counters.ignored["unknown-disconnect"] += 1
-            return []
-        if self.peers[msg.uuid].endpoint != msg.endpoint:
-            # A D for a uuid we know at another endpoint: stale, never drop the live one.
-            self.counters.ignored["stale-disconnect"] += 1
-            return []
+        inc = self._incarnation(msg)
+        known = self.peers.get(msg.uuid)
         own = msg.uuid == self.uuid
         if own and self.phase is not Phase.LEAVING:
             self.counters.ignored["own-disconnect-not-leaving"] += 1
+            # A D (or an obituary) for us while we live: re-assert ourselves.
+            return self._refute(inc, now) if self.behaviour.incarnations else []
+        if known is None:
+            self.counters.ignored["unknown-disconnect"] += 1
             return []
-        out = self._remove(msg.uuid, now, "left", notify=not own)
+        if known.endpoint != msg.endpoint:
+            # A D for a uuid we know at another endpoint: stale, never drop the live one.
+            self.counters.ignored["stale-disconnect"] += 1
+            return []
+        if not own:
+            if not self._key_ok(msg.uuid, msg):
+                self.counters.ignored["foreign-key"] += 1
+                return []
+            if self._stale(inc, known):
+                self.counters.ignored["stale-incarnation"] += 1
+                return []
+        obituary = ext.flag(msg.ext, ext.OBITUARY)
+        out = self._remove(msg.uuid, now, "expired" if obituary else "left", notify=not own)
+        if self.behaviour.tombstones and not own:
+            top = known.inc if inc is None else inc if known.inc is None else max(inc, known.inc)
+            self._tombs.add(msg.uuid, top, now, obituary=obituary)
         if own:
             out.extend(self._finish("left", now))
         return out
 
     # --- helpers ---------------------------------------------------------------
 
+    def _bump(self, seen: int | None) -> None:
+        self.incarnation = min(ext.MAX_INCARNATION, max(self.incarnation, seen or 0) + 1)
+        me = self.peers.get(self.uuid)
+        if me is not None:
+            me.inc = self.incarnation
+
+    def _refute(self, seen: int | None, now: float) -> list[Action]:
+        """Re-assert ourselves with a higher incarnation than *seen*."""
+        self._bump(seen)
+        return self._assert(now)
+
+    def _assert(self, now: float) -> list[Action]:
+        """Send our C with the current incarnation, at most once per refute_interval."""
+        if self.phase not in (Phase.ANNOUNCING, Phase.READY):
+            self._refute_at = None
+            return []
+        due = self._last_refute + self.behaviour.refute_interval
+        if now < due:
+            self._refute_at = due  # the incarnation is raised; one C carries it
+            return []
+        self._refute_at = None
+        self._last_refute = now
+        self.counters.refuted += 1
+        return [self._send(Command.CONNECT, now, schedule=False)]
+
     def _send(self, command: Command, now: float, schedule: bool = True, resync: bool = False) -> Send:
-        ext: dict[str, Any] = {}
+        e: dict[str, Any] = {}
         if command is Command.CONNECT and self.meta:
-            ext[metadata.META] = dict(self.meta)
+            e[metadata.META] = dict(self.meta)
+        if self.behaviour.incarnations:
+            e[ext.INCARNATION] = self.incarnation
+            if command is Command.CONNECT and self.proves:
+                e[ext.PROVES] = 1
         if command is Command.CONNECT and self.known_dir is not None:
-            ext["k"] = self.known_dir.as_ext()
+            e[ext.KNOWN] = self.known_dir.as_ext()
             if resync:
-                ext["r"] = 1
+                e[ext.RESYNC] = 1
                 missing = self._missing_seqs()
                 if missing is not None:
-                    ext["m"] = missing
+                    e[ext.MISSING] = missing
         if schedule and not self.behaviour.announce_every_turn:
             if self._subscribed or self.watch_subscription:
                 self._next_send = now + self.behaviour.retry_subscribed
@@ -514,7 +709,10 @@ class PeerProtocol:
                 self._next_send = now + self._retry
                 self._retry = min(self._retry * 2, self.behaviour.retry_max)
         self.counters.sent += 1
-        return Send(Message(command, self.uuid, self.endpoint, ext))
+        return Send(Message(command, self.uuid, self.endpoint, e))
+
+    def _live_at(self, endpoint: str) -> bool:
+        return any(k.endpoint == endpoint and k.state is State.LIVE for k in self.peers.values())
 
     def _read_meta(self, value: object) -> dict[str, str]:
         """A remote peer's metadata; what does not fit the bound is dropped and counted."""
@@ -523,32 +721,72 @@ class PeerProtocol:
             self.counters.ignored["bad-meta"] += dropped
         return meta
 
-    def _add(self, uuid: str, endpoint: str, now: float, meta: Mapping[str, str] = metadata.EMPTY) -> list[Action]:
+    def _add_announced(self, msg: Message, inc: int | None, now: float) -> list[Action]:
+        proves = inc is not None and ext.flag(msg.ext, ext.PROVES)
+        return self._add(msg.uuid, msg.endpoint, inc, now, self._read_meta(msg.ext.get(metadata.META)), proves)
+
+    def _add(
+        self,
+        uuid: str,
+        endpoint: str,
+        inc: int | None,
+        now: float,
+        meta: Mapping[str, str] = metadata.EMPTY,
+        proves: bool = False,
+    ) -> list[Action]:
+        """A new entry. A member whose data PUB proves its uuid is listed once
+        it has (:meth:`on_proof`); others at once (the seed's trust)."""
         out: list[Action] = []
-        inherited = False
-        for other, k in list(self.peers.items()):
-            if k.endpoint == endpoint and other != uuid:
-                # Ports are reused: a new peer on a dead peer's endpoint means
-                # the old one is gone. Keep the connection, hand it over.
-                out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
-                inherited = True
-        self.peers[uuid] = _Known(endpoint, now, meta)
+        b = self.behaviour
+        proves = proves and b.require_proof and uuid != self.uuid
+        held = self._refs[endpoint] > 0
+        live_up = held and endpoint not in self._down_since and self._live_at(endpoint)
+        self.peers[uuid] = _Known(endpoint, now, inc, State.PENDING, meta, proves)
         self._refs[endpoint] += 1
-        if self._refs[endpoint] == 1 and not inherited:
+        if not held:
             out.append(ConnectData(endpoint))
-            if self.behaviour.expire and endpoint != self.endpoint:
-                # Until the monitor reports it connected, it is "down".
-                self._down_since.setdefault(endpoint, now)
-        elif inherited and endpoint in self._down_since:
-            # The predecessor died: its connection is down and libzmq's
-            # reconnect backoff has grown. Dial the successor now and give it a
-            # grace of its own, or it expires on the dead one's account.
+        elif not live_up:
+            # Ports are reused: whoever held this endpoint is down or unproven.
+            # Dial afresh so the newcomer's proof (or handshake) comes now,
+            # not after the dead one's reconnect backoff.
             out.append(DisconnectData(endpoint))
             out.append(ConnectData(endpoint))
-            self._down_since[endpoint] = now
-        if uuid != self.uuid:
-            self.counters.joins += 1
-            out.append(Notify(PeerEvent("join", uuid, endpoint, now, meta=meta)))
+        if not proves and not live_up:
+            out.extend(self._promote(uuid, now))
+            if endpoint != self.endpoint and b.expire and held:
+                self._down_since[endpoint] = now  # its own grace, not the dead one's
+        else:
+            # Unproven, or a classic claim on an endpoint a live peer holds:
+            # waits for a proof, or (classic) for the holder to go.
+            self._waiting[uuid] = now + b.proof_timeout
+        return out
+
+    def _promote(self, uuid: str, now: float) -> list[Action]:
+        """List *uuid*: it proved itself at its endpoint. Whoever else claimed
+        that endpoint is gone (a reused port) or never was there."""
+        k = self.peers[uuid]
+        was = k.state
+        out: list[Action] = []
+        for other, o in list(self.peers.items()):
+            if o.endpoint == k.endpoint and other not in (uuid, self.uuid):
+                out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
+        k.state, k.since = State.LIVE, now
+        self._waiting.pop(uuid, None)
+        if uuid == self.uuid:
+            return out
+        if (
+            was is State.PENDING
+            and self.behaviour.expire
+            and not k.proves
+            and k.endpoint not in self._down_since
+            and self._refs[k.endpoint] == 1
+        ):
+            # A classic member counts as down until the monitor reports it connected.
+            self._down_since[k.endpoint] = now
+        if was is State.SUSPECT:
+            self.counters.revived += 1
+        self.counters.joins += 1
+        out.append(Notify(PeerEvent("join", uuid, k.endpoint, now, meta=k.meta)))
         return out
 
     def _remove(
@@ -560,6 +798,7 @@ class PeerProtocol:
         keep_connection: bool = False,
     ) -> list[Action]:
         known = self.peers.pop(uuid)
+        self._waiting.pop(uuid, None)
         out: list[Action] = []
         ep = known.endpoint
         self._refs[ep] -= 1
@@ -569,30 +808,61 @@ class PeerProtocol:
             self._down_since.pop(ep, None)
             times = 2 if self.behaviour.duplicate_disconnect else 1
             out.append(DisconnectData(ep, own=uuid == self.uuid, times=times))
-        if uuid != self.uuid:
+        listed = known.state is State.LIVE and uuid != self.uuid
+        if listed:
             self.counters.leaves += 1
             if reason == "expired":
                 self.counters.expired += 1
             elif reason == "replaced":
                 self.counters.replaced += 1
-        if notify:
-            out.append(Notify(PeerEvent("leave", uuid, ep, now, reason)))
+            if notify:
+                out.append(Notify(PeerEvent("leave", uuid, ep, now, reason)))
+            if not keep_connection and self._refs.get(ep):
+                # A classic claim waited for this holder to go: it is its turn.
+                for other, o in list(self.peers.items()):
+                    if o.endpoint == ep and not o.proves and o.state is State.PENDING:
+                        out.extend(self._promote(other, now))
+                        break
         return out
 
     def _expire_due(self, now: float) -> list[Action]:
         grace = self.behaviour.expire_grace
         due = [ep for ep, since in self._down_since.items() if now - since >= grace]
         out: list[Action] = []
+        window = self.behaviour.revive_window
         for ep in due:
-            for uuid in [u for u, k in self.peers.items() if k.endpoint == ep]:
-                out.extend(self._remove(uuid, now, "expired", notify=True))
             self._down_since.pop(ep, None)
+            for uuid in [u for u, k in self.peers.items() if k.endpoint == ep and k.state is State.LIVE]:
+                if window <= 0:
+                    out.extend(self._remove(uuid, now, "expired", notify=True))
+                    continue
+                # A suspicion, not a verdict: keep dialling it; its proof (or
+                # handshake, if classic) lists it again; a D or an obituary ends it.
+                k = self.peers[uuid]
+                k.state, k.since = State.SUSPECT, now
+                self._waiting[uuid] = now + window
+                self.counters.leaves += 1
+                self.counters.expired += 1
+                out.append(Notify(PeerEvent("leave", uuid, ep, now, "expired")))
+        return out
+
+    def _give_up_due(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for uuid in [u for u, t in self._waiting.items() if t <= now]:
+            k = self.peers.get(uuid)
+            self._waiting.pop(uuid, None)
+            if k is None or k.state is State.LIVE:
+                continue
+            if k.state is State.PENDING:
+                self.counters.unproven += 1
+            else:
+                self.counters.abandoned += 1
+            out.extend(self._remove(uuid, now, "expired", notify=False))
         return out
 
     def _finish(self, reason: Literal["left", "timeout", "immediate"], now: float) -> list[Action]:
         self.phase = Phase.DONE
         self._next_send = None
         self._leave_deadline = None
+        self._refute_at = None
         return [Exit(reason)]
-
-

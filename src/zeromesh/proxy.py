@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import zmq
 
-from . import timing, transport, wire
+from . import ext, timing, transport, wire
 from .directory import Directory
 from .endpoints import DEFAULT_SCHEMES, advertised, validate_bind, validate_host
 from .errors import ConfigError, WireError
@@ -42,7 +42,7 @@ from .sockets import (
     LIVENESS_EVENTS,
     last_endpoint,
     liveness,
-    read_discovery,
+    read_discovery_keyed,
     recv_monitor_event,
     set_transport_options,
 )
@@ -69,6 +69,8 @@ class ProxyStats:
     bad_meta: int
     forwarded: int
     subscriptions: int
+    #: Classic D frames published for peers the probe found dead.
+    obituaries: int = 0
 
 
 def _check_arguments(
@@ -118,6 +120,8 @@ class Proxy:
         self.heartbeats = heartbeats
         self.bad: Counter[str] = Counter()
         self.forwarded = 0
+        #: Classic D frames published for peers the probe found dead.
+        self.obituaries = 0
         #: Subscriptions applied (the protocol's empty topic) on the XPUB.
         self.subscriptions = 0
         #: Subscribers of the empty topic now, by our count: the XSUB is
@@ -136,7 +140,9 @@ class Proxy:
         self._closed = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         try:
-            self.gate = security.gate(self.ctx) if security else None  # before any bind
+            # Before any bind. Always a ZAP handler when secured: its User-Id on
+            # each frame is the key that binds a uuid (directory mode).
+            self.gate = security.gate(self.ctx, always=mode == "directory") if security else None
             self.xsub = self._socket(zmq.XSUB)
             self.xsub.bind(xsub_bind)
             self.xsub_endpoint = advertised(last_endpoint(self.xsub), advertise)
@@ -146,7 +152,9 @@ class Proxy:
             self.endpoint = advertised(self._xpub_bound, advertise)
             self.probe = self._socket(zmq.SUB)  # liveness of listed peers; no subscriptions
             # It never subscribes, so nothing but ZMTP commands should arrive.
-            transport.limit(self.probe, transport.subscriber_max_msg(security is not None))
+            # It receives only the welcome of each peer's data PUB (the proof of
+            # its uuid): a larger frame would drop the probe's connection.
+            transport.limit(self.probe, max(transport.subscriber_max_msg(security is not None), ext.MAX_PROOF))
             self.probe_monitor: zmq.Socket[Any] = self.probe.get_monitor_socket(LIVENESS_EVENTS)
             self.probe_monitor.setsockopt(zmq.LINGER, 0)
             self._probed: set[str] = set()
@@ -233,10 +241,11 @@ class Proxy:
             members=len(d.entries),
             joins=d.joins,
             leaves=dict(d.leaves),
-            rejected=dict(self.bad),
+            rejected=dict(self.bad) | dict(d.dropped),
             bad_meta=d.bad_meta,
             forwarded=self.forwarded,
             subscriptions=self.subscriptions,
+            obituaries=self.obituaries,
         )
 
     def request_stop(self) -> None:
@@ -301,7 +310,7 @@ class Proxy:
                     self._forward_frames(now)
             if self.probe_monitor in ready:
                 self._read_probe(now)
-            d.expire_due(now)
+            self._publish(d.expire_due(now))  # obituaries
             self._log_changes()
             self._sync_probe()
             self._arm_welcome()
@@ -381,18 +390,15 @@ class Proxy:
                 self.bad["forward-again"] += 1
 
     def _forward_frames(self, now: float) -> None:
-        for msg in read_discovery(self.xsub, 1000, self.schemes, self._bad):
+        keyed = self.security is not None
+        for msg, key in read_discovery_keyed(self.xsub, 1000, self.schemes, self._bad, keyed):
             try:
                 if self._own_endpoint(msg):
                     continue
-                out = self.directory.on_frame(msg, now)
-                if out is None:
+                out = self.directory.on_frame(msg, now, key)
+                if not out and msg.command is wire.Command.WELCOME:
                     self._bad("foreign-welcome", f"W frame from {msg.uuid} on the XSUB side")
-                    continue
-                self.xpub.send(wire.encode(out), zmq.NOBLOCK)
-                self.forwarded += 1
-            except zmq.Again:
-                self.bad["forward-again"] += 1
+                self._publish(out)
             except Exception:  # a frame that trips a bug is dropped, never the loop
                 self._failed("frame-handler")
 
@@ -403,6 +409,19 @@ class Proxy:
         if reason is not None:
             self._bad(reason, f"C from {msg.uuid} announces this proxy's own socket {msg.endpoint}")
         return reason is not None
+
+    def _publish(self, msgs: list[wire.Message]) -> None:
+        """Send what the directory forwards, and its obituaries, on the XPUB."""
+        for m in msgs:
+            try:
+                self.xpub.send(wire.encode(m), zmq.NOBLOCK)
+            except zmq.Again:
+                self.bad["forward-again"] += 1
+                continue
+            if m.command is wire.Command.DISCONNECT and m.ext.get(ext.OBITUARY):
+                self.obituaries += 1
+            else:
+                self.forwarded += 1
 
     def _read_probe(self, now: float) -> None:
         for _ in range(1000):  # bounded: a flood of events must not starve the loop

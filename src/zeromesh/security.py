@@ -146,18 +146,19 @@ class Security:
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
 
-    def gate(self, ctx: zmq.Context[Any]) -> Gate | None:
-        """The allow-list's ZAP handler on *ctx* (started), or None without one.
-        Start it before the server sockets bind; :meth:`Gate.stop` it before
-        the context is terminated."""
-        return Gate(ctx, self.allowed) if self.allowed is not None else None
+    def gate(self, ctx: zmq.Context[Any], always: bool = False) -> Gate | None:
+        """The allow-list's ZAP handler on *ctx* (started), or None without one
+        (*always*: one that admits any client knowing the mesh key, for the
+        ``User-Id`` it puts on every message). Start it before the server
+        sockets bind; :meth:`Gate.stop` it before the context is terminated."""
+        return Gate(ctx, self.allowed) if self.allowed is not None or always else None
 
 
 class Gate:
     """A ZAP handler (pyzmq's :class:`ThreadAuthenticator`, one thread) that
     lets a CURVE client in only if its public key is in the allow-list."""
 
-    def __init__(self, ctx: zmq.Context[Any], allowed: frozenset[bytes]) -> None:
+    def __init__(self, ctx: zmq.Context[Any], allowed: frozenset[bytes] | None) -> None:
         self.allowed = allowed
         #: Client keys refused so far (written by the ZAP thread only).
         self.denied = 0
@@ -172,7 +173,7 @@ class Gate:
 
     def callback(self, domain: str, key: bytes) -> bool:
         """pyzmq's credentials-provider hook: *key* is the client's Z85 public key."""
-        if key in self.allowed:
+        if self.allowed is None or key in self.allowed:
             return True
         self.denied += 1
         self._denied_log.warning("refused a CURVE client whose key is not in the allow-list: %s", key.decode())

@@ -29,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from . import timing, transport, wire
+from . import ext, timing, transport, wire
 from .endpoints import advertised
 from .errors import WireError
 from .security import Gate, Security
@@ -78,10 +78,19 @@ class SocketPolicy:
     #: Proxy PUB as an XPUB (verbose): the peer sees the proxy subscribe, sends
     #: its C then, and needs no fast retries (the seed's PUB drops its first C).
     watch_subscription: bool = True
+    #: The data PUB's welcome proves our uuid to every subscriber
+    #: (docs/membership.md). Needs the XPUB data PUB (``kick``).
+    prove_identity: bool = True
 
     @classmethod
     def classic(cls) -> SocketPolicy:
-        return cls(linger_when=LingerWhen.BEFORE_CLOSE, kick=False, heartbeats=False, watch_subscription=False)
+        return cls(
+            linger_when=LingerWhen.BEFORE_CLOSE,
+            kick=False,
+            heartbeats=False,
+            watch_subscription=False,
+            prove_identity=False,
+        )
 
 
 def last_endpoint(sock: zmq.Socket[Any]) -> str:
@@ -138,16 +147,38 @@ def read_discovery(
 ) -> Iterator[wire.Message]:
     """Decode up to *budget* waiting discovery frames without blocking. Anything
     that does not decode is reported to *on_bad* (reason, detail) and skipped."""
+    for msg, _ in read_discovery_keyed(sock, budget, schemes, on_bad, keyed=False):
+        yield msg
+
+
+def read_discovery_keyed(
+    sock: zmq.Socket[Any],
+    budget: int,
+    schemes: frozenset[str],
+    on_bad: Callable[[str, str], None],
+    keyed: bool = True,
+) -> Iterator[tuple[wire.Message, str | None]]:
+    """:func:`read_discovery`, each frame with the CURVE public key (Z85) of
+    the connection it came on: the ZAP ``User-Id`` (None without ZAP)."""
     for _ in range(budget):
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=not keyed)
         except zmq.Again:
             return
         if len(frames) != 1:
             on_bad("multipart", f"{len(frames)}-part discovery message")
             continue
+        frame = frames[0]
+        key: str | None = None
+        if isinstance(frame, zmq.Frame):
+            try:
+                user = frame.get("User-Id")
+            except zmq.ZMQError:
+                user = None
+            key = user if isinstance(user, str) and user else None
+            frame = frame.bytes
         try:
-            yield wire.decode(frames[0], schemes)
+            yield wire.decode(frame, schemes), key
         except WireError as exc:
             on_bad(exc.reason, str(exc))
 
@@ -195,6 +226,8 @@ class PeerSockets:
         self.max_message_size = max_message_size
         #: The data PUB's subscriptions (it is an XPUB_MANUAL: see zeromesh.transport).
         self.data_filter = transport.SubscriptionFilter()
+        #: The data PUB's welcome (see :meth:`prove`), once armed.
+        self._proof: bytes | None = None
         self.proxy_filter = transport.SubscriptionFilter()
         #: Times the data PUB was rebuilt to free junk subscriptions.
         self.rebuilds = 0
@@ -232,7 +265,8 @@ class PeerSockets:
             self._after_bind(self.proxy_sub)
             self.data_sub = self._socket(zmq.SUB, "dataSub")
             # Anyone may announce a PUB: bound what one message can cost.
-            transport.limit(self.data_sub, max_message_size)
+            # Never below a proof (a data PUB's welcome): it would drop every connection.
+            transport.limit(self.data_sub, max(max_message_size, ext.MAX_PROOF))
             if policy.disable_reconnect:
                 self.data_sub.setsockopt(zmq.RECONNECT_IVL, -1)
             self.data_sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -276,7 +310,25 @@ class PeerSockets:
             return self._socket(zmq.PUB, "dataPub")
         s = self._socket(zmq.XPUB, "dataPub")
         transport.make_manual(s, self.security is not None)
+        if self._proof is not None:  # a rebuilt PUB proves us too
+            s.setsockopt(zmq.XPUB_WELCOME_MSG, self._proof)
         return s
+
+    @property
+    def proves(self) -> bool:
+        """Our data PUB's welcome proves our uuid (see :meth:`prove`)."""
+        return self._proof is not None
+
+    def prove(self, uuid: str, incarnation: int = 0) -> None:
+        """Arm the data PUB's welcome: every subscriber that connects from now
+        on first receives the proof that this endpoint is *uuid* (a one-frame
+        message; C peers read and drop it). Call before announcing: no
+        subscriber can have connected yet. A plain PUB (no_kick) cannot."""
+        if not (self.policy.prove_identity and self.policy.kick):
+            return
+        with self.pub_lock:
+            self._proof = ext.encode_proof(uuid, self.endpoint, incarnation)
+            self.data_pub.setsockopt(zmq.XPUB_WELCOME_MSG, self._proof)
 
     def _after_bind(self, s: zmq.Socket[Any]) -> None:
         if self.policy.linger_when is LingerWhen.AFTER_BIND:

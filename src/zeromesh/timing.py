@@ -59,6 +59,34 @@ DATA_PUB_HEARTBEAT_IVL = 5.0
 #: a reset at once) takes this long, partitions IVL + TIMEOUT more.
 EXPIRE_GRACE = 1.0
 
+# --- membership (incarnations, tombstones, proof, suspicion) --------------------
+
+#: A uuid that said ``D`` stays tombstoned this long (a later ``C`` for it is
+#: dropped). The seed's C peer re-sends ``C`` within a 1 s poll turn or two of
+#: its ``D``; a replay later than this must still prove itself on the data
+#: connection (and under CURVE comes from the wrong key), so the bound only
+#: costs memory, which the count limit caps too.
+TOMBSTONE_TTL = 60.0
+#: At most one refutation per this interval: a flood of forged ``D`` frames for
+#: our uuid must not become a flood of our ``C`` frames (each costs N deliveries);
+#: well under the 1 s goal for being back everywhere.
+REFUTE_INTERVAL = 0.05
+#: A zeromesh member announced at an endpoint must prove it (its data PUB's
+#: welcome names it) within this long, or the claim is dropped. Generous: under
+#: load (100 peers on 2 cores) a first connect + handshake took seconds, and a
+#: claim merely waiting costs nothing; a dead endpoint's claim goes earlier, on
+#: the proxy's obituary.
+PROOF_TIMEOUT = 10.0
+#: An expired (suspect) peer's data connection keeps dialling for this long
+#: (libzmq's reconnect pace: at most one attempt per RECONNECT_IVL_MAX +
+#: CONNECT_TIMEOUT), so a false expiry or a partial partition heals when the
+#: path returns; the proxy's obituary ends the watch at once for real deaths.
+REVIVE_WINDOW = 60.0
+#: Lifeguard's local health: a loop turn later than this (the observer itself
+#: starved of CPU) does not count against the peers it watches; their down
+#: time is extended by the excess.
+LOOP_LAG_ALLOWANCE = 0.25
+
 # --- sockets ----------------------------------------------------------------
 
 #: libzmq's reconnect interval for every connecting socket (ms). libzmq's own
