@@ -96,10 +96,18 @@ def limit(sock: zmq.Socket[Any], max_msg: int) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
 
 
+#: Inbound queue of a publishing socket, per subscriber (messages): libzmq
+#: stores every subscription that reaches the socket before we can read it,
+#: so this bounds how much junk one read can find stored (honest subscribers
+#: send one subscription).
+SUBSCRIBER_RCVHWM = 64
+
+
 def make_manual(sock: zmq.Socket[Any], curve: bool) -> None:
     """An XPUB that applies subscriptions only when :class:`SubscriptionFilter`
-    says so, and accepts only short ones (before bind/connect)."""
+    says so, and accepts only short ones, few at a time (before bind/connect)."""
     sock.setsockopt(zmq.XPUB_MANUAL, 1)
+    sock.setsockopt(zmq.RCVHWM, SUBSCRIBER_RCVHWM)
     limit(sock, subscriber_max_msg(curve))
 
 
@@ -143,6 +151,8 @@ class SubscriptionFilter:
             elif subscribe:
                 self.junk += 1
                 self.refused += 1
+                if self.over_cap:
+                    break  # rebuild now: every read lets libzmq store more
             else:
                 self.junk = max(0, self.junk - 1)
         return out
