@@ -358,3 +358,20 @@ def test_the_peer_keeps_the_first_key_stamped_for_a_uuid() -> None:
     assert p.on_frame(zd(uid(2), ep(2), 5, b=K2), 2.0) == []
     assert p.on_frame(zc(uid(2), ep(3), 5, b=K2), 2.0) == []
     assert p.counters.ignored["foreign-key"] == 2 and uid(2) in p.snapshot()
+
+
+def test_the_owner_coming_home_at_a_newer_incarnation_undoes_a_hijack() -> None:
+    p = listed_peer((uid(2), ep(2)))
+    p.on_data_disconnected(ep(2), 2.0)  # a blip: its connection is down right now
+    p.on_frame(zc(uid(2), ep(9), 5), 2.1)  # ...when a hijack arrives, which is followed
+    p.on_data_connected(ep(9), 2.2)
+    p.on_proof(uid(2), ep(9), 2.2)  # the attacker's PUB even "proves" it
+    assert p.snapshot()[uid(2)] == ep(9)
+    # The owner refutes from where it was first listed: that wins, though the attacker's endpoint is up.
+    p.on_frame(zc(uid(2), ep(2), 6), 2.3)
+    p.on_data_connected(ep(2), 2.4)
+    p.on_proof(uid(2), ep(2), 2.4)
+    assert p.snapshot()[uid(2)] == ep(2)
+    # And the attacker cannot take it back while it is up there.
+    p.on_frame(zc(uid(2), ep(9), 99), 2.5)
+    assert p.snapshot()[uid(2)] == ep(2)

@@ -77,3 +77,39 @@ def test_mesh_spans_hosts_and_heals_after_a_partition(mesh: HostMesh) -> None:
         worst = max(float(e["t"]) for e in back.values()) - healed_at
         assert worst <= HEAL_BOUND, f"rejoined {worst:.2f} s after the heal"
     assert mesh.full()
+
+
+def blackhole(topo: Topology, host: str, other: str, on: bool) -> None:
+    """Drop everything *host* sends to *other* (a route to nowhere)."""
+    verb = "add" if on else "del"
+    r = topo.run(host, ["ip", "route", verb, "blackhole", f"{topo.addr(other)}/32"], timeout=10)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_partial_partition_heals_by_itself(mesh: HostMesh) -> None:
+    """a cannot reach b nor b a, yet both reach the proxy: each side expires
+    the other (a suspicion), keeps dialling it at libzmq's reconnect pace, and
+    lists it again once it proves itself after the path returns (it used to
+    stay apart for good: docs/liveness.md)."""
+    assert wait_for(mesh.full, START), "no full mesh across hosts"
+    marks = mesh.marks()
+    cut_at = time.time()
+    blackhole(mesh.topo, "a", "b", True)
+    blackhole(mesh.topo, "b", "a", True)
+    try:
+        for gone in mesh.across("leave", marks, EXPIRE_BOUND + 3.0):
+            assert len(gone) == 2, f"not expired across the partial partition: {gone}"
+            worst = max(float(e["t"]) for e in gone.values()) - cut_at
+            assert worst <= EXPIRE_BOUND, f"expired {worst:.2f} s after the cut"
+        marks = mesh.marks()
+        # The proxy still sees everyone: no obituary, so nobody gives up.
+        time.sleep(2.0)  # sleep: the partition lasts a while (the watch must outlive it)
+    finally:
+        blackhole(mesh.topo, "a", "b", False)
+        blackhole(mesh.topo, "b", "a", False)
+    healed_at = time.time()
+    for back in mesh.across("join", marks, HEAL_BOUND + 3.0):
+        assert len(back) == 2, f"did not meet again after the heal: {back}"
+        worst = max(float(e["t"]) for e in back.values()) - healed_at
+        assert worst <= HEAL_BOUND, f"met again {worst:.2f} s after the heal"
+    assert wait_for(mesh.full, 2.0)

@@ -258,6 +258,9 @@ class PeerProtocol:
         self._tombs = ext.Tombstones(MAX_TOMBSTONES, self.behaviour.tombstone_ttl)
         #: uuid -> the CURVE key a secured proxy stamped on its first frame.
         self._bindings: dict[str, str] = {}
+        #: uuid -> the endpoint it was first listed at (its home): a claim back
+        #: there at a newer incarnation always wins (the owner refuting a hijack).
+        self._homes: dict[str, str] = {}
         self._next_send: float | None = None
         self._retry = self.behaviour.retry_first
         self._leave_deadline: float | None = None
@@ -539,7 +542,8 @@ class PeerProtocol:
                 self.counters.ignored["stale-incarnation"] += 1
                 return out
             if known.endpoint != msg.endpoint:
-                if known.state is State.LIVE and known.endpoint not in self._down_since:
+                home = self._homes.get(msg.uuid) == msg.endpoint and inc is not None and inc > (known.inc or -1)
+                if not home and known.state is State.LIVE and known.endpoint not in self._down_since:
                     # A live member does not move: a competing claim (if it is
                     # about a zeromesh member, the member itself refutes it).
                     self.counters.ignored["competing-claim"] += 1
@@ -774,6 +778,10 @@ class PeerProtocol:
         self._waiting.pop(uuid, None)
         if uuid == self.uuid:
             return out
+        if uuid not in self._homes:
+            self._homes[uuid] = k.endpoint
+            if len(self._homes) > MAX_BINDINGS:
+                del self._homes[next(iter(self._homes))]
         if (
             was is State.PENDING
             and self.behaviour.expire
