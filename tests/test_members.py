@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,10 @@ from conftest import full_mesh, wait_for
 from test_cli import Children, children, read_line, run  # noqa: F401 (children: fixture)
 from zeromesh import Peer, Proxy
 from zeromesh.cli.members import table
-from zeromesh.members import Change, Watcher, list_members
+from zeromesh.members import Change, Watcher, list_members, listing_of
 from zeromesh.protocol import PeerEvent
+from zeromesh.security import Security, keygen
+from zeromesh.wire import Command, Message
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,3 +155,32 @@ def test_members_watch_prints_joins_and_leaves_then_exits_130(children: Children
     assert (line["event"], line["uuid"], line["reason"]) == ("leave", p.uuid, "left")
     w.send_signal(signal.SIGINT)
     assert w.wait(5.0) == 130
+
+
+def test_listing_a_secured_proxy_needs_member_keys(tmp_path: Path, peers: list[Peer]) -> None:
+    keygen(tmp_path / "keys", 2)
+    keys = tmp_path / "keys"
+    with Proxy(security=Security.from_dir(keys / "proxy", keys / "allow")) as proxy:
+        p = Peer(proxy.endpoint, security=Security.from_dir(keys / "member-1"), meta={"s": "1"}).start()
+        peers.append(p)
+        assert p.wait_ready(5)
+        listing = list_members(proxy.endpoint, security=Security.from_dir(keys / "member-2"))
+        assert [(m.uuid, dict(m.meta)) for m in listing.members] == [(p.uuid, {"s": "1"})]
+        with pytest.raises(TimeoutError):  # no keys: the CURVE handshake never completes
+            list_members(proxy.endpoint, timeout=0.5)
+
+
+def test_a_hostile_welcome_is_decoded_defensively() -> None:
+    good = "00000000-0000-4000-8000-000000000001"
+    ext = {
+        "p": "x",
+        "s": 1,
+        "dir": [[good, "tcp://127.0.0.1:1"], ["not-a-uuid", "tcp://127.0.0.1:2"], [good, "bogus"], "junk", [1, 2]],
+        "dx": {good: {"t": float("inf"), "st": "pwned", "m": {"ok": "1", "bad": 2}}, "x": "junk"},
+    }
+    listing = listing_of(Message(Command.WELCOME, good, "tcp://127.0.0.1:9", ext), 0.0)
+    assert [(m.uuid, m.endpoint, dict(m.meta), m.since, m.state) for m in listing.members] == [
+        (good, "tcp://127.0.0.1:1", {"ok": "1"}, None, "unknown")
+    ]
+    assert listing.dropped == 5  # four bad entries, one bad metadata pair
+    assert "-" in table(listing.members, 0.0)

@@ -16,6 +16,7 @@ shows up when it next announces itself).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 import zmq
 
-from . import metadata, transport, wire
+from . import directory, metadata, transport, wire
 from .endpoints import DEFAULT_SCHEMES, validate_endpoint
 from .errors import WireError
 from .security import Security
@@ -98,6 +99,13 @@ class Change:
 _STATES: frozenset[str] = frozenset({"alive", "joining", "suspect"})
 
 
+def _finite(value: object) -> float | None:
+    """A number from the wire, or None (JSON may carry Infinity and NaN)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def listing_of(msg: wire.Message, t: float) -> Listing:
     """The :class:`Listing` in a welcome frame (hostile input: what does not
     decode is left out and counted in :attr:`Listing.dropped`)."""
@@ -126,7 +134,7 @@ def listing_of(msg: wire.Message, t: float) -> Listing:
                 uuid,
                 endpoint,
                 meta,
-                float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else None,
+                _finite(since),
                 st if isinstance(st, str) and st in _STATES else "unknown",  # type: ignore[arg-type]
             )
         )
@@ -232,6 +240,8 @@ class Watcher:
                 out.append(Change("leave", other.uuid, other.endpoint, now, other.meta, "replaced"))
             meta, _ = metadata.read(msg.ext.get(metadata.META))
             self.view[msg.uuid] = MemberInfo(msg.uuid, msg.endpoint, meta, now, "alive")
+            while len(self.view) > directory.MAX_ENTRIES:  # a flood of made-up uuids stays bounded
+                del self.view[next(iter(self.view))]
             out.append(Change("join", msg.uuid, msg.endpoint, now, meta))
             return out
         if known is None or known.endpoint != msg.endpoint:
