@@ -10,7 +10,7 @@ import pytest
 
 from conftest import data_flows, full_mesh, wait_for
 from test_cli import run
-from zeromesh import ConfigError, DataMessage, Peer, Proxy
+from zeromesh import ConfigError, DataMessage, Peer, Proxy, ext
 from zeromesh import metadata as md
 from zeromesh.directory import Directory
 from zeromesh.members import list_members
@@ -51,24 +51,24 @@ def test_meta_at_the_bound_fits_in_one_frame_and_round_trips() -> None:
     proto.on_frame(Message(Command.WELCOME, U2, "tcp://127.0.0.1:2"), 0.0)
     sent = [a for a in proto.tick(1.0) + proto.on_proxy_subscription(True, 1.0) if isinstance(a, Send)]
     frame = encode(sent[0].msg)
-    assert decode(frame).ext[md.META] == meta
+    assert decode(frame).ext[ext.META] == meta
     assert len(frame) < 295 + 1400
 
 
 def test_remote_meta_is_hostile_input_dropped_and_counted() -> None:
     proto = PeerProtocol(U1, "tcp://127.0.0.1:1")
     bad = {"ok": "yes", "n": 3, "long": "x" * 300, "k" * 70: "v", **{f"f{i}": "v" for i in range(20)}}
-    proto.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {md.META: bad}), 0.0)
+    proto.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {ext.META: bad}), 0.0)
     meta = proto.members()[U2][1]
     assert meta["ok"] == "yes" and "n" not in meta and "long" not in meta and len(meta) == md.MAX_PAIRS
     assert proto.counters.ignored["bad-meta"] == len(bad) - md.MAX_PAIRS
     other = PeerProtocol(U1, "tcp://127.0.0.1:1")
-    other.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {md.META: ["not", "a", "dict"]}), 0.0)
+    other.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {ext.META: ["not", "a", "dict"]}), 0.0)
     assert other.members()[U2][1] == {} and other.counters.ignored["bad-meta"] == 1
     d = Directory("00000000-0000-4000-8000-0000000000ff")
-    d.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {md.META: {"a": "b", "c": None}}), 0.0)
+    d.on_frame(Message(Command.CONNECT, U2, "tcp://127.0.0.1:2", {ext.META: {"a": "b", "c": None}}), 0.0)
     assert d.entries[U2].meta == {"a": "b"} and d.bad_meta == 1
-    assert d.welcome_ext()[md.DIR_INFO][U2]["m"] == {"a": "b"}
+    assert d.welcome_ext()[ext.DIR_INFO][U2]["m"] == {"a": "b"}
 
 
 def test_meta_reaches_join_events_members_and_the_directory(proxy: Proxy, peers: list[Peer]) -> None:

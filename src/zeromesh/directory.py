@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import ext, metadata, timing
+from . import ext, timing
 from .wire import Command, Message
 
 #: Upper bound on entries; beyond it the oldest unverified (else the oldest)
@@ -158,7 +158,7 @@ class Directory:
                 return []
             out.extend(self._obituary(h, now) for h in sorted(holders))
         self.seq += 1
-        meta, bad = metadata.read(msg.ext.get(metadata.META))
+        meta, bad = ext.meta(msg.ext)
         self.bad_meta += bad
         entry = Entry(msg.endpoint, self.seq, meta, now, inc, inc is not None and ext.flag(msg.ext, ext.PROVES))
         self._change(Change("join", msg.uuid, msg.endpoint))
@@ -193,7 +193,7 @@ class Directory:
             ext.PROXY: self.proxy_uuid,
             ext.SEQ: self.seq,
             ext.DIRECTORY: [ext.DirEntry(u, e.endpoint, e.inc, e.proves).as_ext() for u, e in self.entries.items()],
-            metadata.DIR_INFO: info,
+            ext.DIR_INFO: info,
         }
 
     def drain_changes(self) -> list[Change]:

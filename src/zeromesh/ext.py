@@ -21,6 +21,9 @@ key       frames         meaning
 ``v``     C              1: the member's data PUB proves its uuid (list it once proven)
 ``o``     D              1: an obituary (the directory proxy found the member dead)
 ``b``     C, D           the CURVE public key the proxy saw the frame come from
+``meta``  C              the announcer's metadata ``{key: value}`` (bound: :mod:`zeromesh.metadata`)
+``dx``    W              per listed member: ``{uuid: {"m": metadata, "t": unix time listed,
+                         "st": "joining" | "suspect"}}`` (``m`` left out when empty, ``st`` when alive)
 ========= ============== ==============================================================
 """
 
@@ -30,6 +33,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from . import metadata
 
 PROXY = "p"
 SEQ = "s"
@@ -41,6 +46,8 @@ INCARNATION = "i"
 PROVES = "v"
 OBITUARY = "o"
 BINDING = "b"
+META = "meta"
+DIR_INFO = "dx"
 
 #: The largest incarnation accepted: exact in every JSON reader (IEEE doubles).
 MAX_INCARNATION = 2**53 - 1
@@ -229,3 +236,17 @@ def decode_proof(frame: bytes) -> tuple[str, str] | None:
         return None
     u, e = obj.get("u"), obj.get("e")
     return (u, e) if isinstance(u, str) and isinstance(e, str) else None
+
+
+def meta(ext: Mapping[str, Any]) -> tuple[dict[str, str], int]:
+    """The announcer's metadata within the bound, and how many pairs were dropped."""
+    return metadata.read(ext.get(META))
+
+
+def dir_info(ext: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-member details of a welcome (``{}`` if absent or malformed;
+    entries that are not objects are left out). Values still need checking."""
+    info = ext.get(DIR_INFO)
+    if not isinstance(info, dict):
+        return {}
+    return {u: v for u, v in info.items() if isinstance(u, str) and isinstance(v, dict)}

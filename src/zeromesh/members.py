@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import zmq
 
-from . import directory, metadata, transport, wire
+from . import directory, ext, metadata, transport, wire
 from .endpoints import DEFAULT_SCHEMES, validate_endpoint
 from .errors import WireError
 from .security import Security
@@ -109,10 +109,10 @@ def _finite(value: object) -> float | None:
 def listing_of(msg: wire.Message, t: float) -> Listing:
     """The :class:`Listing` in a welcome frame (hostile input: what does not
     decode is left out and counted in :attr:`Listing.dropped`)."""
-    entries = msg.ext.get("dir")
+    entries = msg.ext.get(ext.DIRECTORY)
     if not isinstance(entries, list):
         return Listing(msg.uuid, msg.endpoint, False, [], t)
-    info = metadata.dir_info(msg.ext)
+    info = ext.dir_info(msg.ext)
     members: list[MemberInfo] = []
     dropped = 0
     for e in entries:
@@ -238,7 +238,7 @@ class Watcher:
             for other in [m for m in self.view.values() if m.endpoint == msg.endpoint and m.uuid != msg.uuid]:
                 del self.view[other.uuid]  # a new peer on a reused port: the old one is gone
                 out.append(Change("leave", other.uuid, other.endpoint, now, other.meta, "replaced"))
-            meta, _ = metadata.read(msg.ext.get(metadata.META))
+            meta, _ = ext.meta(msg.ext)
             self.view[msg.uuid] = MemberInfo(msg.uuid, msg.endpoint, meta, now, "alive")
             while len(self.view) > directory.MAX_ENTRIES:  # a flood of made-up uuids stays bounded
                 del self.view[next(iter(self.view))]
@@ -247,7 +247,7 @@ class Watcher:
         if known is None or known.endpoint != msg.endpoint:
             return []
         del self.view[msg.uuid]
-        reason = "failed" if msg.ext.get("o") in (1, True) else "left"
+        reason = "failed" if ext.flag(msg.ext, ext.OBITUARY) else "left"
         return [Change("leave", msg.uuid, msg.endpoint, now, known.meta, reason)]
 
     def _rewelcome(self, msg: wire.Message, now: float) -> list[Change]:

@@ -1,10 +1,9 @@
 """Per-peer metadata: a few short ``str -> str`` pairs (like Serf tags, Pyre
 headers or zeroconf TXT records) that a peer announces about itself.
 
-It travels in the extension of the peer's ``C`` (key :data:`META`) and, for
-every member the directory proxy lists, in its welcome (key :data:`DIR_INFO`:
-``{uuid: {"m": metadata, "t": unix time listed, "st": state}}``, ``m`` left out
-when empty, ``st`` when ``alive``), so newcomers and ``zeromesh members`` see it.
+It travels in the extension of the peer's ``C`` (key ``meta``) and, for every
+member the directory proxy lists, in its welcome (key ``dx``; the schema is in
+:mod:`zeromesh.ext`), so newcomers and ``zeromesh members`` see it.
 C peers neither send nor see it: their metadata is empty.
 
 The bound (the same for what we send and what we accept):
@@ -24,11 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from .errors import ConfigError
-
-#: Extension key of a ``C`` frame: the announcer's metadata.
-META = "meta"
-#: Extension key of a directory welcome: per-member details beyond uuid and endpoint.
-DIR_INFO = "dx"
 
 MAX_PAIRS = 16
 MAX_KEY_BYTES = 64
@@ -113,12 +107,3 @@ def read(value: object) -> tuple[dict[str, str], int]:
         total += size
         out[key] = val
     return out, dropped
-
-
-def dir_info(ext: Mapping[str, object]) -> dict[str, dict[str, object]]:
-    """The per-member details of a welcome (``{}`` if absent or malformed;
-    entries that are not objects are left out). Values still need checking."""
-    info = ext.get(DIR_INFO)
-    if not isinstance(info, dict):
-        return {}
-    return {u: v for u, v in info.items() if isinstance(u, str) and isinstance(v, dict)}

@@ -462,7 +462,7 @@ class PeerProtocol:
             return []
         self.known_dir = stamp
         self._heard_seqs.clear()
-        info = metadata.dir_info(msg.ext)
+        info = ext.dir_info(msg.ext)
         out: list[Action] = []
         for e in entries:
             inc = e.incarnation if self.behaviour.incarnations else None
@@ -694,7 +694,7 @@ class PeerProtocol:
     def _send(self, command: Command, now: float, schedule: bool = True, resync: bool = False) -> Send:
         e: dict[str, Any] = {}
         if command is Command.CONNECT and self.meta:
-            e[metadata.META] = dict(self.meta)
+            e[ext.META] = dict(self.meta)
         if self.behaviour.incarnations:
             e[ext.INCARNATION] = self.incarnation
             if command is Command.CONNECT and self.proves:
@@ -727,7 +727,7 @@ class PeerProtocol:
 
     def _add_announced(self, msg: Message, inc: int | None, now: float) -> list[Action]:
         proves = inc is not None and ext.flag(msg.ext, ext.PROVES)
-        return self._add(msg.uuid, msg.endpoint, inc, now, self._read_meta(msg.ext.get(metadata.META)), proves)
+        return self._add(msg.uuid, msg.endpoint, inc, now, self._read_meta(msg.ext.get(ext.META)), proves)
 
     def _add(
         self,
