@@ -184,3 +184,17 @@ def test_a_hostile_welcome_is_decoded_defensively() -> None:
     ]
     assert listing.dropped == 5  # four bad entries, one bad metadata pair
     assert "-" in table(listing.members, 0.0)
+
+
+def test_watch_reports_a_killed_peer_as_failed(children: Children, proxy: Proxy) -> None:  # noqa: F811
+    with Watcher(proxy.endpoint, watch=True) as w:
+        w.listing()
+        victim = children.start("peer", "--proxy", proxy.endpoint, "--events", "jsonl")
+        uuid = json.loads(read_line(victim, 10))["uuid"]
+        seen: list[Change] = []
+        assert wait_for(lambda: seen_kind(w, seen, "join"), 10)
+        victim.send_signal(signal.SIGKILL)  # no D: only the proxy's probe finds out
+        seen.clear()
+        assert wait_for(lambda: seen_kind(w, seen, "leave"), 10)
+        leave = next(c for c in seen if c.kind == "leave")
+        assert (leave.uuid, leave.reason) == (uuid, "failed")

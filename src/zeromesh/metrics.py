@@ -103,6 +103,7 @@ class _Collector:
             yield by("zeromesh_frames_rejected", "frames dropped before forwarding, by reason", "reason", p.rejected)
             yield counter("zeromesh_meta_dropped", "metadata pairs dropped from announcements", p.bad_meta)
             yield counter("zeromesh_frames_forwarded", "discovery frames forwarded", p.forwarded)
+            yield counter("zeromesh_obituaries", "D frames published for members found dead", p.obituaries)
             yield counter("zeromesh_subscriptions", "subscription messages forwarded to the peers", p.subscriptions)
 
 
