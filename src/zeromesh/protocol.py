@@ -771,9 +771,12 @@ class PeerProtocol:
         k = self.peers[uuid]
         was = k.state
         out: list[Action] = []
-        for other, o in list(self.peers.items()):
-            if o.endpoint == k.endpoint and other not in (uuid, self.uuid):
-                out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
+        # _refs counts the entries on an endpoint: scan the table only when
+        # another one is there (3,000 ghosts at 3,000 endpoints: O(N^2) otherwise).
+        if self._refs[k.endpoint] > 1:
+            for other, o in list(self.peers.items()):
+                if o.endpoint == k.endpoint and other not in (uuid, self.uuid):
+                    out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
         k.state, k.since = State.LIVE, now
         self._waiting.pop(uuid, None)
         if uuid == self.uuid:
