@@ -660,10 +660,14 @@ class Peer:
                     return True
             except Exception:
                 self._failed("action")
+        snapshot = proto.snapshot()
         with self._changed:
-            self._snapshot = proto.snapshot()
+            # Members (with metadata) only when the table changed: a dict
+            # compare in C, instead of a Python-level rebuild on every turn.
+            if snapshot != self._snapshot or any(isinstance(a, Notify) for a in actions):
+                self._members = proto.members()
+            self._snapshot = snapshot
             self._changed.notify_all()
-            self._members = proto.members()
         return False
 
     def _apply_one(self, a: Action, s: PeerSockets) -> bool:
