@@ -207,7 +207,7 @@ def inject(t: Targets, msg: list[bytes], data: list[bytes], sub: bytes) -> None:
 def test_fuzzed_input_never_stops_a_loop_and_the_meshes_still_work(targets: Targets) -> None:
     t = targets
 
-    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(msg=messages, data=data_messages, sub=subscriptions)
     def fuzz(msg: list[bytes], data: list[bytes], sub: bytes) -> None:
         inject(t, msg, data, sub)
