@@ -379,7 +379,7 @@ ATTACKS: dict[str, tuple[str, Callable[[Mesh], dict[str, Any]], dict[str, float]
     "subs-60b": ("directory", subscription_flood("proxy", 20_000, 60), None),
     "data-pub-subs": ("directory", data_pub_flood(20_000, 60), None),
     "slow-consumer-1mb": ("directory", slow_consumer(800, 1024 * 1024), None),
-    "slow-consumer-8kb": ("directory", slow_consumer(2_000, 8000), None),
+    "slow-consumer-16kb": ("directory", slow_consumer(2_000, 16_000), None),
     "c-flood-8kb": ("directory", slow_consumer(20_000, 8000), None),
     "huge-proxy": ("directory", huge_frame("proxy", 200), {"proxy": 100.0, "peer": 100.0}),
     "huge-data": ("directory", huge_frame("data", 200), {"proxy": 100.0, "peer": 100.0}),

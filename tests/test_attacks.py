@@ -314,3 +314,45 @@ def test_ghost_flood_is_capped_and_expires(ctx: zmq.Context[Any], proxy: Proxy, 
     assert attacker_conns() <= bound
     assert data_flows(peers[0], peers[1:])
     assert newcomer_joins(proxy, peers)
+
+
+# --- the size limits are upper bounds of what honest parties send ------------------
+
+
+def worst_meta() -> dict[str, str]:
+    """Metadata at its bound, in the characters JSON escapes most (6 bytes each)."""
+    from zeromesh import metadata
+
+    per_pair = metadata.MAX_TOTAL_BYTES // metadata.MAX_PAIRS
+    return {f"{k:02d}" + "\x01" * (per_pair // 2 - 2): "\x02" * (per_pair // 2) for k in range(metadata.MAX_PAIRS)}
+
+
+def test_largest_honest_announcement_fits_the_xsub_limit() -> None:
+    from zeromesh import ext, metadata, wire
+
+    meta = worst_meta()
+    assert metadata.validate(meta) == meta
+    big = {
+        ext.META: meta,
+        ext.KNOWN: {ext.PROXY: str(uuidlib.uuid4()), ext.SEQ: 2**63 - 1},
+        ext.RESYNC: 1,
+        ext.MISSING: [2**31 + k for k in range(256)],
+        ext.INCARNATION: 2**63 - 1,
+        ext.PROVES: 1,
+    }
+    endpoint = "tcp://" + ".".join(["a" * 63] * 3) + ".a" * 25 + ":65535"
+    assert len(endpoint) <= 256
+    frame = wire.encode(wire.Message(wire.Command.CONNECT, str(uuidlib.uuid4()), endpoint, big))
+    assert len(frame) <= transport.MAX_DISCOVERY_FRAME, len(frame)
+
+
+def test_largest_welcome_entry_fits_its_share_of_the_welcome_limit() -> None:
+    import json
+
+    from zeromesh import ext
+
+    u = str(uuidlib.uuid4())
+    endpoint = "ipc://" + "é" * 50  # 2-byte characters: escaped to 6 bytes each
+    entry = json.dumps(ext.DirEntry(u, endpoint, 2**63 - 1, True).as_ext())
+    info = json.dumps({u: {"t": 9_999_999_999.999, "m": worst_meta(), "st": "suspect"}})
+    assert len(entry) + 1 + len(info) - 2 + 1 <= transport.MAX_ENTRY_JSON

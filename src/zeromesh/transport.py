@@ -42,23 +42,25 @@ log = logging.getLogger(__name__)
 
 # --- sizes --------------------------------------------------------------------
 
-#: JSON bytes per byte of UTF-8 text at most (``json.dumps`` escapes a 2-byte
-#: character as ``\\uXXXX``: 6 bytes for 2; a 4-byte one as two: 12 for 4).
-_JSON_PER_BYTE = 3
+#: JSON bytes per byte of text at most, as ``json.dumps`` escapes it: a
+#: control character (allowed in metadata) is ``\\u0001``, 6 bytes for 1;
+#: endpoints have none, and their worst is a 2-byte character: 6 bytes for 2.
+_JSON_PER_META_BYTE = 6
+_JSON_PER_ENDPOINT_BYTE = 3
 #: The metadata a peer may announce, as JSON: every pair quoted and separated.
-MAX_META_JSON = _JSON_PER_BYTE * metadata.MAX_TOTAL_BYTES + 6 * metadata.MAX_PAIRS + 2
+MAX_META_JSON = _JSON_PER_META_BYTE * metadata.MAX_TOTAL_BYTES + 6 * metadata.MAX_PAIRS + 2
 #: The largest discovery frame a peer sends: 295 bytes plus an extension with
-#: its metadata (~3.2 KB), a directory stamp, a resync flag and up to 256
-#: missed sequence numbers (~2.3 KB): about 6 KB, with room for the membership
-#: fields. The proxy's XSUB refuses longer frames, so a slow subscriber queues
-#: at most ``SNDHWM`` of these (1000 x 8 KB = 8 MB) and a 200 MB frame costs nothing.
-MAX_DISCOVERY_FRAME = 8192
-#: One directory entry in the welcome's JSON: ``["uuid","endpoint"],`` with the
-#: endpoint escaped, and its listing info ``"uuid":{"t":..,"m":{..},"st":".."},``
+#: its metadata (6.2 KB escaped at worst), a directory stamp, an incarnation,
+#: flags and up to 256 missed sequence numbers (~2.3 KB): under 9 KB. The
+#: proxy's XSUB refuses longer frames, so a slow subscriber queues at most
+#: ``SNDHWM`` of these (1000 x 16 KB = 16 MB) and a 200 MB frame costs nothing.
+MAX_DISCOVERY_FRAME = 16 * 1024
+#: One directory entry in the welcome's JSON: ``["uuid","endpoint",inc,1],`` with
+#: the endpoint escaped, and its listing info ``"uuid":{"t":..,"m":{..},"st":".."},``
 #: with the metadata escaped, plus 64 bytes of room for per-entry fields.
-MAX_ENTRY_JSON = (8 + 36 + _JSON_PER_BYTE * MAX_ENDPOINT_LEN) + (36 + 48 + MAX_META_JSON) + 64
+MAX_ENTRY_JSON = (8 + 36 + _JSON_PER_ENDPOINT_BYTE * MAX_ENDPOINT_LEN + 24) + (36 + 48 + MAX_META_JSON) + 64
 #: The largest welcome a zeromesh proxy sends: a classic frame, the extension
-#: magic, the stamp and the directory at its cap (10,000 entries: 41 MB at
+#: magic, the stamp and the directory at its cap (10,000 entries: 73 MB at
 #: most, ~1 MB for 10,000 entries without metadata). Peers' proxy SUBs accept
 #: up to this and nothing larger: only the proxy they chose sends to them. A
 #: welcome that would be larger goes out without its directory (see Proxy).
