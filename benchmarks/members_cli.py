@@ -130,10 +130,10 @@ def main() -> None:
         try:
             if a.stand_ins:
                 tender = _stand_ins(ctx, proxy, a.peers, stop)
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 180
             while len(_listed(proxy.endpoint)) < a.peers:
                 if time.monotonic() > deadline:
-                    raise SystemExit("the proxy did not list every peer in 120 s")
+                    raise SystemExit("the proxy did not list every peer in 180 s")
                 time.sleep(0.1)  # sleep: polling interval of a bounded wait
             results: dict[str, list[float]] = {}
             cpu: dict[str, list[float]] = {}

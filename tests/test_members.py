@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from conftest import full_mesh, wait_for
 from test_cli import Children, children, read_line, run  # noqa: F401 (children: fixture)
@@ -17,7 +19,7 @@ from zeromesh.cli.members import table
 from zeromesh.members import Change, Watcher, list_members, listing_of
 from zeromesh.protocol import PeerEvent
 from zeromesh.security import Security, keygen
-from zeromesh.wire import Command, Message
+from zeromesh.wire import Command, Message, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,3 +200,52 @@ def test_watch_reports_a_killed_peer_as_failed(children: Children, proxy: Proxy)
         assert wait_for(lambda: seen_kind(w, seen, "leave"), 10)
         leave = next(c for c in seen if c.kind == "leave")
         assert (leave.uuid, leave.reason) == (uuid, "failed")
+
+
+def _fake_proxy(ctx: zmq.Context[Any], endpoint: str, proxy_uuid: str, entries: list[list[str]]) -> zmq.Socket[Any]:
+    """An XPUB that welcomes like a directory proxy listing *entries*."""
+    xpub: zmq.Socket[Any] = ctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    ext = {"p": proxy_uuid, "s": len(entries), "dir": entries}
+    xpub.setsockopt(zmq.XPUB_WELCOME_MSG, encode(Message(Command.WELCOME, proxy_uuid, "tcp://127.0.0.1:9", ext)))
+
+    def bound() -> bool:
+        try:  # a closed socket's listener goes away asynchronously (libzmq's I/O thread)
+            xpub.bind(endpoint)
+        except zmq.ZMQError:
+            return False
+        return True
+
+    assert wait_for(bound)
+    return xpub
+
+
+def test_watch_across_a_proxy_restart_reports_no_false_leaves() -> None:
+    a, b, c = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        old = _fake_proxy(ctx, "tcp://127.0.0.1:0", a, [[b, "tcp://127.0.0.1:2"]])
+        endpoint = old.getsockopt_string(zmq.LAST_ENDPOINT)
+        with Watcher(endpoint, watch=True) as w:
+            # A bound socket attaches a new connection (and sends the welcome)
+            # only when it processes its commands: the fakes are polled.
+            assert wait_for(lambda: old.poll(5) is not None and w.sub.poll(5) != 0)
+            assert [m.uuid for m in w.listing().members] == [b]
+            old.close()  # the proxy restarts: a new uuid, an empty directory at first
+            new = _fake_proxy(ctx, endpoint, c, [])
+            seen: list[Change] = []
+            assert wait_for(lambda: new.poll(5) is not None and seen_kind(w, seen, "proxy"), 10)
+            assert [(x.kind, x.uuid) for x in seen] == [("proxy", c)]  # b is not reported gone
+            assert set(w.view) == {b}
+            new.close()  # the same proxy again (our connection came back), and b really is gone
+            new = _fake_proxy(ctx, endpoint, c, [[a, "tcp://127.0.0.1:1"]])
+            seen.clear()
+            assert wait_for(lambda: new.poll(5) is not None and seen_kind(w, seen, "proxy"), 10)
+            assert sorted((x.kind, x.uuid, x.reason) for x in seen) == [
+                ("join", a, None),
+                ("leave", b, "gone"),
+                ("proxy", c, None),
+            ]
+            new.close()
+    finally:
+        ctx.destroy(linger=0)

@@ -251,19 +251,27 @@ class Watcher:
         return [Change("leave", msg.uuid, msg.endpoint, now, known.meta, reason)]
 
     def _rewelcome(self, msg: wire.Message, now: float) -> list[Change]:
+        """A welcome after the first: our connection came back, or a new proxy
+        (restarted) is there. The same proxy's directory is compared with the
+        view (members missing from it are ``gone``); a new proxy's directory
+        starts empty and fills as the members re-announce, so its absences
+        mean nothing yet: only its new members are joins."""
         listing = listing_of(msg, now)
         out = [Change("proxy", listing.proxy_uuid, listing.xsub, now)]
+        same_proxy = self.last is not None and self.last.proxy_uuid == listing.proxy_uuid
         self.last = listing
         if not listing.has_directory:
             return out
         new = {m.uuid: m for m in listing.members}
-        for u, m in self.view.items():
-            if u not in new or new[u].endpoint != m.endpoint:
-                out.append(Change("leave", u, m.endpoint, now, m.meta, "gone"))
+        if same_proxy:
+            for u, m in list(self.view.items()):
+                if u not in new or new[u].endpoint != m.endpoint:
+                    del self.view[u]
+                    out.append(Change("leave", u, m.endpoint, now, m.meta, "gone"))
         for u, m in new.items():
             if u not in self.view or self.view[u].endpoint != m.endpoint:
                 out.append(Change("join", u, m.endpoint, now, m.meta))
-        self.view = new
+            self.view[u] = m
         return out
 
 
