@@ -158,3 +158,14 @@ def test_a_peer_does_not_receive_its_own_messages_unless_asked(proxy: Proxy, pee
 def test_receive_own_is_checked() -> None:
     with pytest.raises(TypeError, match="receive_own"):
         Peer("tcp://127.0.0.1:1", receive_own=1)  # type: ignore[arg-type]
+
+
+def test_receive_own_from_the_command_line(zeromesh_exe: list[str], proxy: Proxy) -> None:
+    """--receive-own: a peer that publishes nothing still starts and leaves cleanly with it."""
+    from zeromesh.cli import build_parser
+
+    assert build_parser("peer").parse_args(["peer", "--receive-own"]).receive_own is True
+    assert build_parser("peer").parse_args(["peer"]).receive_own is False
+    r = run(zeromesh_exe, "peer", "--proxy", proxy.endpoint, "--seconds", "0.3", "--receive-own", "--events", "jsonl")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["event"] for line in r.stdout.splitlines()] == ["ready", "exit"]
