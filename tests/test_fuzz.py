@@ -27,7 +27,7 @@ from zeromesh.testing.cpeer import C_STRUCT
 pytestmark = pytest.mark.timeout(120)
 
 #: Failure counters of the per-item guards: a fuzzed input must never reach one.
-LOOP_FAILURES = ("frame-handler", "action", "monitor-event", "data-subscriptions")
+LOOP_FAILURES = ("frame-handler", "action", "monitor-event", "data-subscriptions", "proxy-subscriptions")
 
 # --- strategies ---------------------------------------------------------------
 

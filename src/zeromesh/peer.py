@@ -497,6 +497,7 @@ class Peer:
             if s.proxy_pub in ready:
                 for subscribed in s.proxy_subscriptions():
                     actions += proto.on_proxy_subscription(subscribed, now)
+                self._rebuild_proxy_pub(s, proto, poller)
             if s.proxy_sub in ready:
                 actions += self._read_discovery(s, proto, now)
             if s.data_sub in ready:
@@ -580,6 +581,19 @@ class Peer:
         finally:
             self.received += got  # once per batch: the counter costs nothing per message
         return proofs
+
+    def _rebuild_proxy_pub(self, s: PeerSockets, proto: PeerProtocol, poller: zmq.Poller) -> None:
+        try:
+            old = s.rebuild_flooded_proxy_pub()
+            if old is None:
+                return
+            self.bad["junk-subscriptions"] += 1
+            poller.unregister(old)
+            poller.register(s.proxy_pub, zmq.POLLIN)
+            if proto.proxy_endpoint is not None:  # the XSUB subscribes again: nothing is resent
+                self._zmq_call("connect-proxy", s.proxy_pub.connect, proto.proxy_endpoint)
+        except Exception:
+            self._failed("proxy-subscriptions")
 
     def _read_subscriptions(self, s: PeerSockets, poller: zmq.Poller) -> None:
         try:

@@ -361,6 +361,21 @@ class PeerSockets:
         Junk topics are not applied (only the seed's C proxy forwards any)."""
         return self.proxy_filter.read(self.proxy_pub)
 
+    def rebuild_flooded_proxy_pub(self) -> zmq.Socket[Any] | None:
+        """Past the junk cap (behind a seed C proxy, whose ``zmq_proxy``
+        forwards every subscription), replace the proxy PUB by a new one, not
+        yet connected: returns the old one (closed), else None."""
+        if not self.proxy_filter.over_cap:
+            return None
+        log.warning("%d junk subscriptions on the proxy PUB; rebuilding it", self.proxy_filter.junk)
+        old = self.proxy_pub
+        old.close(linger=0)
+        self.proxy_filter.reset()
+        self.proxy_pub = self._socket(zmq.XPUB, "proxyPub")
+        transport.make_manual(self.proxy_pub, self.security is not None)
+        self._after_bind(self.proxy_pub)
+        return old
+
     def read_data_subscriptions(self) -> zmq.Socket[Any] | None:
         """Apply the data PUB's pending subscriptions (see
         :class:`~zeromesh.transport.SubscriptionFilter`). Returns the old
