@@ -29,6 +29,8 @@ from typing import Any
 from zeromesh import Peer, PeerEvent, Proxy
 
 POLL = 0.1
+#: Protocol counters each host reports every 2 s (summed over its peers).
+STATS = ("frames", "sent", "reannounced", "refuted", "revived", "unproven", "abandoned", "expired", "resyncs")
 
 
 def host(proxy: str, k: int, timeout: float) -> int:
@@ -46,6 +48,7 @@ def host(proxy: str, k: int, timeout: float) -> int:
     last: tuple[int, int] | None = None
     os.set_blocking(sys.stdin.fileno(), False)
     deadline = time.monotonic() + timeout
+    next_stats = time.monotonic()
     try:
         while time.monotonic() < deadline:
             fewest = min(len(p.peers()) for p in peers)
@@ -54,6 +57,11 @@ def host(proxy: str, k: int, timeout: float) -> int:
             if now != last:
                 print(json.dumps({"t": time.time(), "fewest": fewest, "expired": now[1], "t0": t0}), flush=True)
                 last = now
+            if time.monotonic() >= next_stats:  # the discovery traffic, for a run that goes wrong
+                next_stats += 2.0
+                cs = [p.protocol.counters for p in peers if p.protocol is not None]
+                totals = {f: sum(getattr(c, f) for c in cs) for f in STATS}
+                print(json.dumps({"t": time.time(), "stats": totals}), flush=True)
             ready, _, _ = select.select([sys.stdin], [], [], POLL)
             if ready and sys.stdin.read() is not None:
                 break  # "stop" or EOF: the parent is done (or gone)
@@ -90,6 +98,7 @@ def one_run(n: int, procs: int, hold: float, timeout: float) -> dict[str, Any]:
         fewest = [0] * procs
         expired = [0] * procs
         bufs = [""] * procs
+        stats: list[dict[str, int]] = [{} for _ in range(procs)]
         t_conv: float | None = None
         low_after = n  # the fewest any peer listed after convergence
         expired_at_conv = 0
@@ -108,6 +117,9 @@ def one_run(n: int, procs: int, hold: float, timeout: float) -> dict[str, Any]:
                         for line in lines:
                             if line.startswith("{"):
                                 d = json.loads(line)
+                                if "stats" in d:
+                                    stats[i] = d["stats"]
+                                    continue
                                 fewest[i], expired[i] = d["fewest"], d["expired"]
                                 if t_conv is not None:
                                     low_after = min(low_after, d["fewest"])
@@ -139,6 +151,8 @@ def one_run(n: int, procs: int, hold: float, timeout: float) -> dict[str, Any]:
             "fewest_after_convergence": low_after if t_conv is not None else None,
             "false_expiries_before": expired_at_conv if t_conv is not None else sum(expired),
             "false_expiries_during_hold": sum(expired) - expired_at_conv if t_conv is not None else None,
+            "host_exit_codes": [c.returncode for c in children],
+            "discovery": {f: sum(h.get(f, 0) for h in stats) for f in STATS},
         }
 
 

@@ -336,8 +336,20 @@ def test_an_obituary_ends_the_watch_and_a_suspects_leave_is_not_repeated() -> No
 
 def test_an_obituary_for_a_listed_member_reads_as_expired() -> None:
     p = listed_peer((uid(2), ep(2)))
+    p.on_data_disconnected(ep(2), 1.5)  # we lost it too
     out = p.on_frame(zd(uid(2), ep(2), 0, o=1), 2.0)
     assert [(e.uuid, e.reason) for e in events(out, "leave")] == [(uid(2), "expired")]
+
+
+def test_an_obituary_for_a_member_alive_here_is_a_suspicion_only() -> None:
+    # An overloaded proxy's probe lost it, our connection to it is up: it stays
+    # (it refutes the obituary anyway), and no reconnection is spent on it.
+    p = listed_peer((uid(2), ep(2)))
+    assert p.on_frame(zd(uid(2), ep(2), 0, o=1), 2.0) == []
+    assert uid(2) in p.snapshot() and p.counters.ignored["obituary-alive-here"] == 1
+    assert not p.tombstoned(uid(2), 2.0)
+    p.on_frame(zc(uid(2), ep(2), 1), 2.1)  # its refutation: just a newer incarnation
+    assert p.entries()[uid(2)] == (ep(2), State.LIVE)
 
 
 def test_a_starved_observer_does_not_expire_live_peers() -> None:
@@ -375,3 +387,11 @@ def test_the_owner_coming_home_at_a_newer_incarnation_undoes_a_hijack() -> None:
     # And the attacker cannot take it back while it is up there.
     p.on_frame(zc(uid(2), ep(9), 99), 2.5)
     assert p.snapshot()[uid(2)] == ep(2)
+
+
+def test_a_starved_proxy_does_not_publish_obituaries_for_the_time_it_was_not_looking() -> None:
+    d = directory_with((uid(1), ep(1), None))
+    d.on_down(ep(1), 1.0)
+    d.on_stall(2.0)
+    assert d.expire_due(1.0 + timing.EXPIRE_GRACE) == []
+    assert [m.uuid for m in d.expire_due(3.0 + timing.EXPIRE_GRACE)] == [uid(1)]

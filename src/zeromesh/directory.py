@@ -264,6 +264,13 @@ class Directory:
             self._due[endpoint] = now + self._grace(endpoint)
             self.version += 1
 
+    def on_stall(self, excess: float) -> None:
+        """The proxy's loop turned *excess* seconds late (its process starved):
+        that time does not count against the members (Lifeguard's local health)."""
+        if excess > 0:
+            for ep in self._due:
+                self._due[ep] += excess
+
     def next_deadline(self) -> float | None:
         return min(self._due.values()) if self._due else None
 

@@ -656,6 +656,12 @@ class PeerProtocol:
                 self.counters.ignored["stale-incarnation"] += 1
                 return []
         obituary = ext.flag(msg.ext, ext.OBITUARY)
+        if obituary and known.state is State.LIVE and msg.endpoint not in self._down_since:
+            # The proxy's probe lost it, our own connection to it is up: one
+            # overloaded observer's suspicion, not a verdict (Lifeguard). It
+            # refutes anyway; dropping it here would cost a reconnection each.
+            self.counters.ignored["obituary-alive-here"] += 1
+            return []
         out = self._remove(msg.uuid, now, "expired" if obituary else "left", notify=not own)
         if self.behaviour.tombstones and not own:
             top = known.inc if inc is None else inc if known.inc is None else max(inc, known.inc)

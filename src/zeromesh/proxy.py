@@ -295,12 +295,16 @@ class Proxy:
         # dialling every expired peer's endpoint forever (problem 1's cause).
         poller.register(self.probe, zmq.POLLIN)
         d = self.directory
+        turned = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
             deadline = d.next_deadline()
             timeout = timing.PROXY_POLL if deadline is None else min(timing.PROXY_POLL, max(0.0, deadline - now))
             ready = dict(poller.poll(int(timeout * 1000)))
             now = time.monotonic()
+            # A starved proxy does not blame its members for the time it was not looking.
+            d.on_stall(now - turned - timeout - timing.LOOP_LAG_ALLOWANCE)
+            turned = now
             if self.xpub in ready:
                 self._read_subscriptions()
             if self.xsub in ready:

@@ -47,6 +47,9 @@ RCVMORE = int(zmq.RCVMORE)
 #: that falls this far behind loses what its publisher sends meanwhile
 #: (a PUB drops, it never blocks); 0 means no bound (memory is then the bound).
 DEFAULT_DATA_HWM = 1000
+#: The proxy SUB's queue (frames): far above any burst the protocol makes (a
+#: join costs each peer a few frames), as reaching it can abort (see PeerSockets).
+PROXY_SUB_HWM = 100_000
 
 
 class LingerWhen(str, enum.Enum):
@@ -257,6 +260,11 @@ class PeerSockets:
             self.proxy_sub = self._socket(zmq.SUB, "proxySub")
             # Only the chosen proxy sends here; its largest frame is a welcome.
             transport.limit(self.proxy_sub, transport.MAX_WELCOME)
+            # A full inbound pipe plus ZMTP heartbeats aborts the process in
+            # libzmq 4.3 (stream_engine_base.cpp "!_io_error": zeromq/libzmq
+            # #4364, #4767): a starved peer's proxy SUB hit the default 1000
+            # frames while 100 peers joined, and 1-3 of 4 host processes died.
+            self.proxy_sub.setsockopt(zmq.RCVHWM, PROXY_SUB_HWM)
             # Subscribe before connecting, or the welcome is lost.
             self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
             if monitor_proxy:  # before connecting, or its first handshake is missed
