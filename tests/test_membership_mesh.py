@@ -15,7 +15,9 @@ import zmq
 
 from conftest import full_mesh, wait_for
 from zeromesh import Peer, PeerEvent, Proxy, ext, wire
+from zeromesh.protocol import Behaviour
 from zeromesh.security import Security, keygen
+from zeromesh.sockets import SocketPolicy
 from zeromesh.testing.cpeer import CPeer, c_message
 from zeromesh.testing.netns import Child, spawn_zeromesh
 from zeromesh.wire import Command, Message
@@ -256,3 +258,19 @@ def test_under_curve_an_insiders_forgeries_have_zero_effect(keys: Path, peers: l
             assert not wait_for(lambda: victim.uuid in observer.peers(), WATCH, 0.02)
         finally:
             insider.close()
+
+
+def test_proving_peers_are_listed_once_their_pub_proved_them(proxy: Proxy, peers: list[Peer]) -> None:
+    layers = (Behaviour(), SocketPolicy(prove_identity=True))
+    peers.extend(Peer(proxy.endpoint, layers=layers).start() for _ in range(3))
+    assert wait_for(lambda: full_mesh(peers), 5.0)
+    assert all(proxy.directory.entries[p.uuid].proves for p in peers)  # their C said so (v)
+    for p in peers:  # every other member went pending -> live on its proof, none was trusted on its word
+        assert p.protocol is not None and p.protocol.counters.ignored["unclaimed-proof"] == 0
+        assert all(k.proves for u, k in p.protocol.peers.items() if u != p.uuid)
+    # A peer that does not prove itself (the default) mixes in, trusted as before.
+    plain = Peer(proxy.endpoint).start()
+    peers.append(plain)
+    assert wait_for(lambda: full_mesh(peers), 5.0)
+    first = peers[0].protocol
+    assert first is not None and not first.peers[plain.uuid].proves

@@ -147,6 +147,10 @@ def layer_settings(tuning: Tuning, seed: SeedBehaviour) -> tuple[Behaviour, Sock
         expire=tuning.expire_after is not None and not classic,
         expire_grace=tuning.expire_after if tuning.expire_after is not None else timing.EXPIRE_GRACE,
         leave_timeout=tuning.leave_timeout,
+        # The seed's trust: no incarnations, no proof, a C after a D re-adds (docs/membership.md).
+        incarnations=not classic,
+        require_proof=not classic,
+        tombstones=not classic,
     )
     policy = SocketPolicy(
         linger_ms=seed.linger_ms,
