@@ -15,6 +15,7 @@ from typing import Any
 
 from . import plots, stats, verdict
 from .model import Lifetime, LongLivedRecord, SoakResult, versions
+from .slots import LATE_EXIT
 
 #: Bound on memray's post-processing of its capture file.
 MEMRAY_REPORT_TIMEOUT = 300.0
@@ -158,6 +159,7 @@ def build_summary(r: SoakResult) -> dict[str, Any]:
         "lifetimes": hr.n,
         "lifetimes_interrupted": sum(1 for x in r.lifetimes if not x.counted),
         "lifetimes_failed": sum(1 for x in counted if not x.hung and x.exit_code not in (0, None)),
+        "lifetimes_late": sum(1 for x in counted if x.reason == LATE_EXIT),
         "departures": sum(x.departed for x in r.lifetimes),
         "departures_source": "churner lifetimes that ended (counted by the harness, whatever the program)",
         "hangs": hr.k,
@@ -265,7 +267,7 @@ def _figure_lines(sm: dict[str, Any]) -> list[str]:
         f"| duration | {sm['duration_s']} s, the first {sm['warmup_s']:g} s warm-up |",
         (
             f"| lifetimes | {sm['lifetimes']} (+{sm['lifetimes_interrupted']} interrupted, "
-            f"{sm['lifetimes_failed']} failed) |"
+            f"{sm['lifetimes_failed']} failed, {sm['lifetimes_late']} ended late but by themselves) |"
         ),
         (
             f"| departures | {sm['departures']} ({sm['departures_source']}); the peer under test saw "

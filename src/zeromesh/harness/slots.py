@@ -38,6 +38,9 @@ from .model import Lifetime, SoakConfig
 
 log = logging.getLogger(__name__)
 
+#: The reason of a lifetime that outlived the hang deadline but ended by itself.
+LATE_EXIT = "late exit"
+
 #: Builds the command of one lifetime (process mode) or one worker (inproc), given a uuid.
 CommandFor = Callable[[str], list[str]]
 
@@ -172,6 +175,14 @@ class ProcessSlot:
                     return
                 if time.monotonic() >= c.deadline(started):
                     c.hung(rec, p.pid)
+                    if p.poll() is not None:
+                        # It ended while its stacks were being taken: late (a
+                        # loaded proxy, a C peer waiting for its own D), not hung:
+                        # a ctx_term hang never ends.
+                        rec.hung = False
+                        rec.exit_code = p.returncode
+                        rec.reason = LATE_EXIT
+                        return
                     c.children.stop(p, signal.SIGKILL)
                     return
 
