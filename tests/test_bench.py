@@ -119,7 +119,8 @@ def test_proxy_forwarding_is_measured_against_libzmqs() -> None:
 @pytest.mark.parametrize("n", [10, 300])
 def test_scaling_simulation_joins_cost_one_frame_to_n_plus_one(n: int) -> None:
     j = scaling.simulate_join(n, sample=5)
-    assert j["ready"] and j["sent"] == 1 and j["forwarded"] == 1 and j["deliveries"] == n + 1
+    assert j["ready"] and j["knows all"]
+    assert j["sent"] == 1 and j["forwarded"] == 1 and j["deliveries"] == n + 1
     r = scaling.bench_scaling(sizes=(n,))
     check_shape(r, "scaling")
     (row,) = r["rows"]
@@ -139,13 +140,20 @@ def test_data_plane_with_a_large_hwm_loses_nothing_on_either_side() -> None:
     # Same socket options on both sides; with an HWM above the message count
     # neither PUB may drop. A long stall bound keeps a loaded machine's pauses
     # from counting as loss.
-    r = data.bench_data(receivers=1, rounds=1, counts={64: 2000}, hwms=(data.LARGE_HWM,), stall=10.0)
+    r = data.bench_data(
+        receivers=1, rounds=1, counts={64: 2000}, hwms=(data.LARGE_HWM,), stall=10.0, paced={64: 20_000}
+    )
     check_shape(r, "data")
-    raw, zm = r["rows"]
+    raw, zm, raw_paced, zm_paced = r["rows"]
     assert raw["impl"] == "raw pyzmq" and zm["impl"] == "zeromesh"
-    assert raw["loss %"] == 0 and zm["loss %"] == 0 and zm["dropped by zeromesh (counted)"] == 0
+    assert raw["offered"] == "max" and zm_paced["offered"] == 20_000
+    for row in r["rows"]:
+        assert row["loss %"] == 0
+    assert zm["dropped by zeromesh (counted)"] == 0 and zm_paced["dropped by zeromesh (counted)"] == 0
     rate = "msgs/s (delivered, all receivers)"
     assert zm["ratio vs raw"] == pytest.approx(zm[rate] / raw[rate], abs=0.01)
+    # Paced, both publishers offer the same load (a loaded machine may only fall short of it).
+    assert raw_paced["publish msgs/s"] <= 20_000 * 1.1 and zm_paced["publish msgs/s"] <= 20_000 * 1.1
 
 
 def test_raw_rows_copy_zeromeshs_data_socket_options() -> None:

@@ -36,14 +36,20 @@ def blast(
     counters: Sequence[Counter],
     receivers: int,
     stall: float = 0.5,
+    rate: float | None = None,
 ) -> dict[str, float]:
-    """Send *frames* *count* times, then wait until every receiver has all of
-    them or nothing arrived for *stall* seconds (what is missing then is lost)."""
+    """Send *frames* *count* times (as fast as possible, or at *rate* a
+    second), then wait until every receiver has all of them or nothing arrived
+    for *stall* seconds (what is missing then is lost)."""
     for c in counters:
         c.n = 0
     t0 = time.perf_counter()
-    for _ in range(count):
+    for i in range(count):
         send(frames)
+        if rate and i % 64 == 63:
+            ahead = t0 + (i + 1) / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)  # sleep: pacing the offered rate
     t_sent = time.perf_counter()
     total = count * receivers
     last = -1
@@ -124,7 +130,9 @@ def _apply(sock: zmq.Socket[Any], options: dict[str, int]) -> None:
         sock.setsockopt(getattr(zmq, name), value)
 
 
-def _raw_run(receivers: int, payload: int, count: int, data_hwm: int, stall: float) -> dict[str, float]:
+def _raw_run(
+    receivers: int, payload: int, count: int, data_hwm: int, stall: float, rate: float | None = None
+) -> dict[str, float]:
     """Raw pyzmq: one PUB, *receivers* + 1 SUBs (a zeromesh publisher's data
     SUB gets its own messages too), one context and one blocking receive
     thread per SUB: as many sockets and threads doing data as zeromesh's,
@@ -177,7 +185,7 @@ def _raw_run(receivers: int, payload: int, count: int, data_hwm: int, stall: flo
 
         warm(send, counters)
         frames = [b"bench", b"00000000-0000-4000-8000-000000000000", os.urandom(payload)]
-        return blast(send, frames, count, counters[:receivers], receivers, stall)
+        return blast(send, frames, count, counters[:receivers], receivers, stall, rate)
     finally:
         stop.set()
         for t in threads:
@@ -188,7 +196,9 @@ def _raw_run(receivers: int, payload: int, count: int, data_hwm: int, stall: flo
             ctx.term()
 
 
-def _zeromesh_run(receivers: int, payload: int, count: int, data_hwm: int, stall: float) -> dict[str, float]:
+def _zeromesh_run(
+    receivers: int, payload: int, count: int, data_hwm: int, stall: float, rate: float | None = None
+) -> dict[str, float]:
     counters = [Counter() for _ in range(receivers)]
     with Proxy("tcp://127.0.0.1:0") as proxy:
         # The sender gets its own messages (receive_own), as raw's extra SUB.
@@ -201,7 +211,7 @@ def _zeromesh_run(receivers: int, payload: int, count: int, data_hwm: int, stall
                 raise RuntimeError("data mesh did not converge")
             warm(lambda f: sender.publish(f[0], f[2]), counters)
             frames = [b"bench", b"", os.urandom(payload)]
-            res = blast(lambda f: sender.publish(f[0], f[2]), frames, count, counters, receivers, stall)
+            res = blast(lambda f: sender.publish(f[0], f[2]), frames, count, counters, receivers, stall, rate)
             res["dropped (counted)"] = sum(p.stats().dropped_messages for p in rx)
             return res
         finally:
@@ -214,6 +224,7 @@ def bench_data(
     counts: dict[int, int] | None = None,
     hwms: Sequence[int] = (DEFAULT_DATA_HWM, LARGE_HWM),
     stall: float = 0.5,
+    paced: dict[int, int] | None = None,
 ) -> Result:
     """One publisher, *receivers* subscribers: zeromesh (``Peer.publish`` to
     ``on_message``) against raw pyzmq with the same socket options, alternating,
@@ -221,16 +232,23 @@ def bench_data(
     zeromesh's default, and one large enough that nobody should lose). The
     rate counts delivered messages (publish all, until the last arrives, or
     until nothing arrived for *stall* s): what the receivers absorb. Loss is what
-    never arrived: a PUB drops for a subscriber whose queue is at the HWM."""
+    never arrived: a PUB drops for a subscriber whose queue is at the HWM.
+    A publisher that is faster offers more and so loses more: *paced* (offered
+    msgs/s per payload) adds a row pair at the first HWM where both publish at
+    the same rate, which compares the loss like with like."""
     counts = counts or {64: 100_000, 4096: 20_000}
+    paced = {64: 25_000, 4096: 15_000} if paced is None else paced
     rows = []
     summary: dict[str, Any] = {}
     for payload, count in counts.items():
-        for hwm in hwms:
+        lanes: list[tuple[int, int | None]] = [(hwm, None) for hwm in hwms]
+        if payload in paced:
+            lanes.append((hwms[0], paced[payload]))
+        for hwm, rate in lanes:
             res: dict[str, list[dict[str, float]]] = {"raw pyzmq": [], "zeromesh": []}
             for _ in range(rounds):
-                res["raw pyzmq"].append(_raw_run(receivers, payload, count, hwm, stall))
-                res["zeromesh"].append(_zeromesh_run(receivers, payload, count, hwm, stall))
+                res["raw pyzmq"].append(_raw_run(receivers, payload, count, hwm, stall, rate))
+                res["zeromesh"].append(_zeromesh_run(receivers, payload, count, hwm, stall, rate))
             rates, losses = {}, {}
             for name, runs in res.items():
                 rates[name] = statistics.median(r["delivered"] / r["elapsed"] for r in runs)
@@ -239,6 +257,7 @@ def bench_data(
                     {
                         "payload B": payload,
                         "data HWM": hwm,
+                        "offered": rate or "max",
                         "impl": name,
                         "msgs/s (delivered, all receivers)": round(rates[name]),
                         "MB/s": round(rates[name] * payload / 1e6, 1),
@@ -253,12 +272,13 @@ def bench_data(
             rows[-1]["dropped by zeromesh (counted)"] = statistics.median(
                 r["dropped (counted)"] for r in res["zeromesh"]
             )
-            summary[f"ratio_{payload}B_hwm{hwm}"] = round(ratio, 3)
-            summary[f"loss_pp_vs_raw_{payload}B_hwm{hwm}"] = rows[-1]["loss - raw's (pp)"]
+            lane = f"{payload}B_hwm{hwm}" + (f"_paced{rate}" if rate else "")
+            summary[f"ratio_{lane}"] = round(ratio, 3)
+            summary[f"loss_pp_vs_raw_{lane}"] = rows[-1]["loss - raw's (pp)"]
     return {
         "name": "data",
         "title": f"Data plane: one publisher to {receivers} receivers, medians of {rounds} alternating runs",
-        "params": {"receivers": receivers, "rounds": rounds, "counts": counts, "hwms": list(hwms)},
+        "params": {"receivers": receivers, "rounds": rounds, "counts": counts, "hwms": list(hwms), "paced": paced},
         "rows": rows,
         "summary": summary | {"goal": ">= 0.95x raw, loss within 1 pp of raw's"},
     }
