@@ -380,3 +380,67 @@ def test_behind_a_seed_proxy_a_flooded_proxy_pub_is_rebuilt(ctx: zmq.Context[Any
         for p in peers:
             p.stop()
         peers.clear()
+
+
+def test_a_raising_callback_never_ends_a_peer(
+    proxy: Proxy, peers: list[Peer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 8: an exception in on_message ended the loop (others saw it expire 3 s later)."""
+
+    def boom(_: object) -> None:
+        raise RuntimeError("user bug")
+
+    victim = Peer(proxy.endpoint, on_message=boom, on_event=boom).start()
+    peers.append(victim)
+    mesh(proxy, peers, 1)
+    other = peers[1]
+    for _ in range(20):
+        other.publish(b"news", b"x")
+    assert wait_for(lambda: victim.bad["on_message-callback"] >= 20, 3.0)
+    assert victim.bad["on_event-callback"] >= 1
+    # The first traceback of each kind is logged, the rest only counted.
+    assert len([r for r in caplog.records if r.name == "zeromesh.peer" and r.exc_info]) == 2
+    time.sleep(transport_grace())  # sleep: it would have expired in the others' view by now
+    assert not victim.done and victim.uuid in other.peers()
+    assert data_flows(victim, [other])
+
+
+def test_token_bucket() -> None:
+    b = transport.TokenBucket(rate=10.0, burst=3)
+    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert not b.take(0.05) and b.take(0.1)  # one token per 0.1 s
+    assert [b.take(100.0) for _ in range(4)] == [True, True, True, False]  # never more than the burst
+
+
+def test_new_members_are_rate_limited_known_ones_are_not(
+    ctx: zmq.Context[Any], proxy: Proxy, peers: list[Peer]
+) -> None:
+    """A flood of valid C frames with fresh uuids: each one would be a join in every peer."""
+    mesh(proxy, peers)
+    rate, burst = 50.0, 50  # smaller than timing.NEW_MEMBER_*, so that a loaded box cannot blur it
+    proxy._newcomers = transport.TokenBucket(rate, burst)
+    joins0 = proxy.stats().joins
+    first = str(uuidlib.uuid4())
+    fakes = [frame(b"C", "tcp://127.0.0.1:9", first if k == 0 else None) for k in range(300)]
+    t0 = time.monotonic()
+    inject(ctx, proxy, fakes, lambda: first in proxy.directory.entries)
+    assert wait_for(lambda: proxy.bad["rate-limited"] > 0, 5.0)
+    assert wait_for(lambda: proxy.bad["rate-limited"] + proxy.stats().joins - joins0 >= len(fakes), 10.0)
+    assert proxy.stats().joins - joins0 <= burst + rate * (time.monotonic() - t0)
+    # Known members are not counted: the mesh keeps working, a newcomer joins right after.
+    assert data_flows(peers[0], peers[1:])
+    assert newcomer_joins(proxy, peers)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_attack_script_meets_the_goal() -> None:
+    """benchmarks/attacks.py against real processes, two of its attacks (the
+    whole suite takes minutes: run it by hand, docs/robustness.md)."""
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "attacks.py")
+    r = subprocess.run(
+        [sys.executable, script, "--only", "huge-proxy", "--only", "aliases", "--duration", "2"],
+        capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" OK ") == 2, r.stdout

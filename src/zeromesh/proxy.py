@@ -130,6 +130,8 @@ class Proxy:
         #: Times the XPUB was rebuilt to free junk subscriptions.
         self.rebuilds = 0
         self.filter = transport.SubscriptionFilter()
+        #: New members forwarded per second (directory mode): see timing.NEW_MEMBER_RATE.
+        self._newcomers = transport.TokenBucket(timing.NEW_MEMBER_RATE, timing.NEW_MEMBER_BURST)
         self.directory = Directory(self.uuid)
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
         self._stop = threading.Event()
@@ -398,6 +400,13 @@ class Proxy:
         for msg, key in read_discovery_keyed(self.xsub, 1000, self.schemes, self._bad, keyed):
             try:
                 if self._own_endpoint(msg):
+                    continue
+                if (
+                    msg.command is wire.Command.CONNECT
+                    and msg.uuid not in self.directory.entries
+                    and not self._newcomers.take(now)
+                ):
+                    self._bad("rate-limited", f"C from new member {msg.uuid}: over {timing.NEW_MEMBER_RATE:g}/s")
                     continue
                 out = self.directory.on_frame(msg, now, key)
                 if not out and msg.command is wire.Command.WELCOME:

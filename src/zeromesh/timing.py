@@ -118,6 +118,16 @@ PROXY_POLL = 0.1
 #: few milliseconds after close() returns.
 REBIND_TIMEOUT = 1.0
 
+#: New members a directory proxy forwards per second (a token bucket; known
+#: members' frames are not counted). A flood of valid ``C`` frames with fresh
+#: uuids is bounded in memory by the caps, but each one is a join in every
+#: peer: 20,000 of them kept 3 peers busy for seconds on a loaded 2-core box
+#: (docs/robustness.md). Honest joins come far slower; a dropped ``C`` is
+#: retried by its peer (ANNOUNCE_RETRY_SUBSCRIBED).
+NEW_MEMBER_RATE = 500.0
+#: ... with bursts up to this many (a mesh of this many starting at once).
+NEW_MEMBER_BURST = 1000
+
 # --- logging ----------------------------------------------------------------
 
 #: At most one log line per this interval for malformed frames (they are
