@@ -143,5 +143,6 @@ def test_the_event_queue_is_bounded(proxy: Proxy, peers: list[Peer]) -> None:
     peers.append(p)
     peers.extend(Peer(proxy.endpoint).start() for _ in range(3))
     assert p.wait_for_peers(3, 5.0)
-    assert p.stats().dropped_events >= 2  # ready + 3 joins into 2 places
-    assert [e.kind for e in iter(lambda: p.next_event(0), None)] == ["ready", "join"]
+    # At least ready and 3 joins (and proxy_up) went into 2 places.
+    assert p.stats().dropped_events >= 2
+    assert len(list(iter(lambda: p.next_event(0), None))) == 2
