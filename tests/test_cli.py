@@ -216,6 +216,29 @@ def test_bad_endpoints_are_clear_errors_with_exit_code_2(zeromesh_exe: list[str]
     assert needle in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--seconds", "nan"], "--seconds"),  # 0.1.0: 100% of a core forever
+        (["--seconds", "inf"], "--seconds"),
+        (["--expire-after", "-1"], "--expire-after"),  # 0.1.0: expired everyone at once
+        (["--linger", "-5"], "--linger"),  # 0.1.0: "did not bind in time" after 5 s
+        (["--uuid", "bad"], "--uuid"),  # 0.1.0: a traceback
+        (["--advertise", "a" * 300], "--advertise"),  # 0.1.0: a traceback
+        (["--advertise", "a b"], "--advertise"),  # 0.1.0: accepted, never ready
+        (["--bind", "inproc://x"], "--bind"),  # 0.1.0: accepted, never ready
+        (["--sleep-at-exit", "1e9"], "--sleep-at-exit"),  # 0.1.0: ignored SIGINT
+        (["--meta", "novalue"], "--meta"),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_anything_starts(
+    zeromesh_exe: list[str], args: list[str], needle: str
+) -> None:
+    r = run(zeromesh_exe, "peer", "--proxy", "tcp://127.0.0.1:9", *args, timeout=20.0)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 # --- flag mapping (in process: cheap) --------------------------------------------------------
 
 
