@@ -306,11 +306,51 @@ def test_a_successors_proof_replaces_a_dead_member_on_its_endpoint() -> None:
 
 # --- the peer: suspicion, revival, obituaries ---------------------------------------------------
 
+#: From the data connection going down to the expiry being declared (no obituary, proxy up).
+DECLARED = timing.EXPIRE_GRACE + timing.SUSPECT_TIMEOUT
+
+
+def expire(p: PeerProtocol, down_at: float) -> list[Any]:
+    """Tick through the grace (suspected) and the suspicion timeout (declared)."""
+    p.tick(down_at + timing.EXPIRE_GRACE)
+    return p.tick(down_at + DECLARED)
+
+
+def test_a_suspicion_is_silent_and_cleared_by_the_connection_coming_back() -> None:
+    p = listed_peer((uid(2), ep(2)))
+    p.on_data_disconnected(ep(2), 2.0)
+    assert not events(p.tick(2.0 + timing.EXPIRE_GRACE), "leave")  # suspected: still listed
+    assert uid(2) in p.snapshot() and p.pending_connections() == 1
+    p.on_data_connected(ep(2), 3.5)  # a load-induced heartbeat timeout: it reconnected
+    assert p.on_proof(uid(2), ep(2), 3.5) == []
+    assert not events(p.tick(2.0 + DECLARED), "leave") and p.counters.cleared == 1
+    assert p.counters.leaves == 0 and uid(2) in p.snapshot()
+
+
+def test_an_obituary_confirms_a_suspicion_at_once() -> None:
+    p = listed_peer((uid(2), ep(2)))
+    p.on_data_disconnected(ep(2), 2.0)
+    p.tick(2.0 + timing.EXPIRE_GRACE)
+    out = p.on_frame(zd(uid(2), ep(2), 0, o=1), 2.0 + timing.EXPIRE_GRACE + 0.01)  # the proxy lost it too
+    assert [(e.uuid, e.reason) for e in events(out, "leave")] == [(uid(2), "expired")]
+
+
+def test_cut_off_from_the_proxy_a_peer_declares_at_the_grace() -> None:
+    p = listed_peer((uid(2), ep(2)))
+    p.on_data_disconnected(ep(2), 2.0)
+    p.tick(2.0 + timing.EXPIRE_GRACE)
+    out = p.on_proxy_health(False, 2.0 + timing.EXPIRE_GRACE + 0.1)  # nobody left to confirm with
+    assert [e.uuid for e in events(out, "leave")] == [uid(2)]
+    q = listed_peer((uid(3), ep(3)))
+    q.on_proxy_health(False, 1.5)
+    q.on_data_disconnected(ep(3), 2.0)
+    assert events(q.tick(2.0 + timing.EXPIRE_GRACE), "leave")
+
 
 def test_an_expired_member_that_proves_itself_again_is_revived() -> None:
     p = listed_peer((uid(2), ep(2)))
     p.on_data_disconnected(ep(2), 2.0)
-    assert events(p.tick(2.0 + timing.EXPIRE_GRACE), "leave")
+    assert events(expire(p, 2.0), "leave")
     assert p.entries()[uid(2)] == (ep(2), State.SUSPECT) and p.connected_endpoints()[ep(2)] == 1
     p.on_data_connected(ep(2), 5.0)  # a partial partition healed: the handshake, then its welcome
     out = p.on_proof(uid(2), ep(2), 5.0)
@@ -320,7 +360,7 @@ def test_an_expired_member_that_proves_itself_again_is_revived() -> None:
 def test_a_classic_suspect_is_revived_by_its_handshake() -> None:
     p = ready_peer()
     p.on_frame(C(uid(2), ep(2)), 1.0)
-    p.tick(1.0 + timing.EXPIRE_GRACE)  # never connected: a false expiry under load
+    expire(p, 1.0)  # never connected: a false expiry under load
     assert uid(2) not in p.snapshot()
     assert events(p.on_data_connected(ep(2), 4.0), "join")
 
@@ -328,10 +368,10 @@ def test_a_classic_suspect_is_revived_by_its_handshake() -> None:
 def test_an_obituary_ends_the_watch_and_a_suspects_leave_is_not_repeated() -> None:
     p = listed_peer((uid(2), ep(2)))
     p.on_data_disconnected(ep(2), 2.0)
-    p.tick(2.0 + timing.EXPIRE_GRACE)
-    out = p.on_frame(zd(uid(2), ep(2), 0, o=1), 3.1)
+    expire(p, 2.0)
+    out = p.on_frame(zd(uid(2), ep(2), 0, o=1), 2.0 + DECLARED + 0.1)
     assert out == [DisconnectData(ep(2))]  # the leave was told at the expiry
-    assert p.tombstoned(uid(2), 3.1) and ep(2) not in p.connected_endpoints()
+    assert p.tombstoned(uid(2), 2.0 + DECLARED + 0.1) and ep(2) not in p.connected_endpoints()
 
 
 def test_an_obituary_for_a_listed_member_reads_as_expired() -> None:
@@ -356,8 +396,8 @@ def test_a_starved_observer_does_not_expire_live_peers() -> None:
     p = listed_peer((uid(2), ep(2)))
     p.on_data_disconnected(ep(2), 2.0)
     p.on_stall(3.0)  # our loop did not run for 3 s: nobody can be blamed for that time
-    assert not events(p.tick(2.0 + timing.EXPIRE_GRACE), "leave")
-    assert events(p.tick(5.0 + timing.EXPIRE_GRACE), "leave")
+    assert not events(expire(p, 2.0), "leave")
+    assert events(expire(p, 5.0), "leave")
 
 
 # --- the peer: CURVE bindings stamped by the proxy -----------------------------------------------

@@ -410,21 +410,27 @@ def test_expiry_after_the_grace_of_a_data_connection_down_and_not_before() -> No
     p.on_data_connected(ep(2), 2.5)  # it came back within the grace: nothing happens
     assert p.tick(10.0) == [] and uid(2) in p.snapshot()
     p.on_data_disconnected(ep(2), 20.0)
-    out = p.tick(20.0 + b.expire_grace)
+    assert p.tick(20.0 + b.expire_grace) == []  # suspected first: still listed (docs/membership.md)
+    assert uid(2) in p.snapshot()
+    out = p.tick(20.0 + b.expire_grace + b.suspect_timeout)  # nothing confirmed or cleared it: declared
     assert [(e.uuid, e.reason) for e in events(out, "leave")] == [(uid(2), "expired")]
     assert p.counters.expired == 1 and uid(2) not in p.snapshot()
     # A suspicion, not a verdict: its endpoint is still dialled for the revive window ...
     assert DisconnectData(ep(2)) not in out and p.connected_endpoints()[ep(2)] == 1
-    assert p.next_deadline() == pytest.approx(20.0 + b.expire_grace + b.revive_window)
+    declared = 20.0 + b.expire_grace + b.suspect_timeout
+    assert p.next_deadline() == pytest.approx(declared + b.revive_window)
     # ... and given up silently after it.
-    out = p.tick(20.0 + b.expire_grace + b.revive_window)
+    out = p.tick(declared + b.revive_window)
     assert out == [DisconnectData(ep(2))] and ep(2) not in p.connected_endpoints()
 
 
 def test_a_peer_that_never_connects_expires_too() -> None:
     p = ready_peer()
     p.on_frame(C(uid(2), ep(2)), 1.0)
-    assert [e.reason for e in events(p.tick(1.0 + timing.EXPIRE_GRACE), "leave")] == ["expired"]
+    p.tick(1.0 + timing.EXPIRE_GRACE)
+    assert [e.reason for e in events(p.tick(1.0 + timing.EXPIRE_GRACE + timing.SUSPECT_TIMEOUT), "leave")] == [
+        "expired"
+    ]
 
 
 def test_no_expiry_without_it_or_for_ourselves() -> None:

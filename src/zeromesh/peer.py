@@ -626,7 +626,7 @@ class Peer:
                 if ev is None:
                     break
                 if m is s.proxy_monitor and m is not s.data_monitor:
-                    self._proxy_health(ev, proto)
+                    actions += self._proxy_health(ev, proto, now)
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
                     continue
                 assert self._conns is not None
@@ -639,21 +639,24 @@ class Peer:
                 self._failed("monitor-event")
         return actions
 
-    def _proxy_health(self, ev: dict[str, Any], proto: PeerProtocol) -> None:
+    def _proxy_health(self, ev: dict[str, Any], proto: PeerProtocol, now: float) -> list[Action]:
         """``proxy_down``/``proxy_up`` as the connection to the proxy's XPUB goes
         down (a reset, or ZMTP heartbeats unanswered) and comes back. The first
         connection is not an event (a peer starts before it is ready)."""
         change = liveness(ev)
         if change is None or change[1] == self._proxy_up:
-            return
+            return []
         was, self._proxy_up = self._proxy_up, change[1]
+        # Cut off from the proxy, nobody confirms a suspicion: the protocol declares at once.
+        actions = proto.on_proxy_health(change[1], now)
         if was is None:
-            return
+            return actions
         if change[1]:
             self.proxy_reconnects += 1
         kind: EventKind = "proxy_up" if change[1] else "proxy_down"
         log.info("peer %s: %s (%s)", self.uuid[:8], kind, self.proxy)
         self._emit(PeerEvent(kind, proto.proxy_uuid or "", self.proxy, time.time()))
+        return actions
 
     def _failed(self, what: str) -> None:
         """Something raised while handling one item (a frame, an event, a user

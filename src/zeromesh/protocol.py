@@ -147,6 +147,8 @@ class Behaviour:
     proof_timeout: float = timing.PROOF_TIMEOUT
     #: How long an expired peer stays watched (0: forgotten at once, as before).
     revive_window: float = timing.REVIVE_WINDOW
+    #: Listed suspicion before an expiry is declared (0: declared at the grace).
+    suspect_timeout: float = timing.SUSPECT_TIMEOUT
     tombstone_ttl: float = timing.TOMBSTONE_TTL
     refute_interval: float = timing.REFUTE_INTERVAL
     leave_timeout: float = timing.LEAVE_TIMEOUT
@@ -220,6 +222,8 @@ class Counters:
     refuted: int = 0
     #: Suspects that proved themselves alive again (a false expiry healed).
     revived: int = 0
+    #: Suspicions cleared before they were declared (the connection came back).
+    cleared: int = 0
     #: Claims dropped unproven, suspects given up after the window.
     unproven: int = 0
     abandoned: int = 0
@@ -255,6 +259,11 @@ class PeerProtocol:
         self._down_since: dict[str, float] = {}
         #: uuid -> when a pending claim or a suspect is given up.
         self._waiting: dict[str, float] = {}
+        #: Listed peers suspected (connection down past the grace) -> when declared expired.
+        self._suspected: dict[str, float] = {}
+        #: Our connection to the proxy is up (the socket layer reports it): a
+        #: suspicion can then be confirmed by its obituary; without it, at once.
+        self.proxy_up = True
         self._tombs = ext.Tombstones(MAX_TOMBSTONES, self.behaviour.tombstone_ttl)
         #: uuid -> the CURVE key a secured proxy stamped on its first frame.
         self._bindings: dict[str, str] = {}
@@ -300,7 +309,8 @@ class PeerProtocol:
     def pending_connections(self) -> int:
         """Listed peers' data connections not reported up yet, plus claims not
         proven yet (always 0 when expiry, and with it the monitor, is off)."""
-        return len(self._down_since) + sum(1 for k in self.peers.values() if k.state is State.PENDING)
+        pending = sum(1 for k in self.peers.values() if k.state is State.PENDING)
+        return len(self._down_since) + len(self._suspected) + pending
 
     def tombstoned(self, uuid: str, now: float) -> bool:
         return self._tombs.get(uuid, now) is not None
@@ -312,6 +322,8 @@ class PeerProtocol:
             times.append(min(self._down_since.values()) + self.behaviour.expire_grace)
         if self._waiting:
             times.append(min(self._waiting.values()))
+        if self._suspected:
+            times.append(min(self._suspected.values()))
         return min(times) if times else None
 
     # --- inputs -----------------------------------------------------------------
@@ -353,9 +365,19 @@ class PeerProtocol:
             out.extend(self._assert(now))
         if b.expire:
             out.extend(self._expire_due(now))
+        if self._suspected:
+            out.extend(self._declare_due(now))
         if self._waiting:
             out.extend(self._give_up_due(now))
         return out
+
+    def on_proxy_health(self, up: bool, now: float) -> list[Action]:
+        """Our connection to the proxy went down or came back. Down: nobody can
+        confirm a suspicion any more, so the suspected are declared now."""
+        self.proxy_up = up
+        if up or not self._suspected:
+            return []
+        return self._declare_due(now, everyone=True)
 
     def on_stall(self, excess: float) -> None:
         """The loop turned *excess* seconds later than it asked to (this process
@@ -394,6 +416,7 @@ class PeerProtocol:
         """The data connection to *endpoint* completed its handshake. That is
         the proof a classic member can give: a classic suspect there is alive."""
         self._down_since.pop(endpoint, None)
+        self._clear_suspicion(endpoint)
         here = [(u, k) for u, k in self.peers.items() if k.endpoint == endpoint and u != self.uuid]
         if any(k.proves and k.state is not State.PENDING for _, k in here):
             return []  # a proving member's proof comes right after its handshake
@@ -417,6 +440,7 @@ class PeerProtocol:
             self.counters.ignored["unclaimed-proof"] += 1
             return []
         self._down_since.pop(endpoint, None)  # its welcome just came over that connection
+        self._clear_suspicion(endpoint)
         if k.state is State.LIVE:
             return []
         return self._promote(uuid, now)
@@ -543,7 +567,7 @@ class PeerProtocol:
                 return out
             if known.endpoint != msg.endpoint:
                 home = self._homes.get(msg.uuid) == msg.endpoint and inc is not None and inc > (known.inc or -1)
-                if not home and known.state is State.LIVE and known.endpoint not in self._down_since:
+                if not home and known.state is State.LIVE and self._up_here(msg.uuid, known):
                     # A live member does not move: a competing claim (if it is
                     # about a zeromesh member, the member itself refutes it).
                     self.counters.ignored["competing-claim"] += 1
@@ -656,7 +680,7 @@ class PeerProtocol:
                 self.counters.ignored["stale-incarnation"] += 1
                 return []
         obituary = ext.flag(msg.ext, ext.OBITUARY)
-        if obituary and known.state is State.LIVE and msg.endpoint not in self._down_since:
+        if obituary and known.state is State.LIVE and self._up_here(msg.uuid, known):
             # The proxy's probe lost it, our own connection to it is up: one
             # overloaded observer's suspicion, not a verdict (Lifeguard). It
             # refutes anyway; dropping it here would cost a reconnection each.
@@ -720,6 +744,36 @@ class PeerProtocol:
                 self._retry = min(self._retry * 2, self.behaviour.retry_max)
         self.counters.sent += 1
         return Send(Message(command, self.uuid, self.endpoint, e))
+
+    def _up_here(self, uuid: str, k: _Known) -> bool:
+        """Our own connection to this listed member is up (not down, not suspected)."""
+        return k.endpoint not in self._down_since and uuid not in self._suspected
+
+    def _clear_suspicion(self, endpoint: str) -> None:
+        for u in [u for u in self._suspected if self.peers.get(u) is None or self.peers[u].endpoint == endpoint]:
+            del self._suspected[u]
+            self.counters.cleared += 1
+
+    def _declare_due(self, now: float, everyone: bool = False) -> list[Action]:
+        """Declare expired the suspected whose time is up (or all of them)."""
+        out: list[Action] = []
+        for uuid in [u for u, t in self._suspected.items() if everyone or t <= now]:
+            del self._suspected[uuid]
+            k = self.peers.get(uuid)
+            if k is not None and k.state is State.LIVE:
+                out.extend(self._declare(uuid, k, now))
+        return out
+
+    def _declare(self, uuid: str, k: _Known, now: float) -> list[Action]:
+        """A suspicion confirmed: unlisted (a leave event), still watched."""
+        window = self.behaviour.revive_window
+        if window <= 0:
+            return self._remove(uuid, now, "expired", notify=True)
+        k.state, k.since = State.SUSPECT, now
+        self._waiting[uuid] = now + window
+        self.counters.leaves += 1
+        self.counters.expired += 1
+        return [Notify(PeerEvent("leave", uuid, k.endpoint, now, "expired"))]
 
     def _live_at(self, endpoint: str) -> bool:
         return any(k.endpoint == endpoint and k.state is State.LIVE for k in self.peers.values())
@@ -816,6 +870,7 @@ class PeerProtocol:
     ) -> list[Action]:
         known = self.peers.pop(uuid)
         self._waiting.pop(uuid, None)
+        self._suspected.pop(uuid, None)
         out: list[Action] = []
         ep = known.endpoint
         self._refs[ep] -= 1
@@ -846,7 +901,6 @@ class PeerProtocol:
         grace = self.behaviour.expire_grace
         due = [ep for ep, since in self._down_since.items() if now - since >= grace]
         out: list[Action] = []
-        window = self.behaviour.revive_window
         # One pass over the table, not one per endpoint: 3,000 ghosts expiring
         # together cost seconds of loop time the other way (no data read meanwhile).
         due_set = set(due)
@@ -857,17 +911,14 @@ class PeerProtocol:
         for ep in due:
             self._down_since.pop(ep, None)
             for uuid in on_due.get(ep, []):
-                if window <= 0:
-                    out.extend(self._remove(uuid, now, "expired", notify=True))
-                    continue
-                # A suspicion, not a verdict: keep dialling it; its proof (or
+                # A suspicion, not a verdict: still listed while its reconnect
+                # may clear it; the proxy's obituary confirms it, else the
+                # suspicion timeout. Declared, it stays watched: its proof (or
                 # handshake, if classic) lists it again; a D or an obituary ends it.
-                k = self.peers[uuid]
-                k.state, k.since = State.SUSPECT, now
-                self._waiting[uuid] = now + window
-                self.counters.leaves += 1
-                self.counters.expired += 1
-                out.append(Notify(PeerEvent("leave", uuid, ep, now, "expired")))
+                if self.behaviour.suspect_timeout > 0 and self.proxy_up:
+                    self._suspected[uuid] = now + self.behaviour.suspect_timeout
+                else:
+                    out.extend(self._declare(uuid, self.peers[uuid], now))
         return out
 
     def _give_up_due(self, now: float) -> list[Action]:

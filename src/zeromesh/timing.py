@@ -82,6 +82,14 @@ PROOF_TIMEOUT = 10.0
 #: CONNECT_TIMEOUT), so a false expiry or a partial partition heals when the
 #: path returns; the proxy's obituary ends the watch at once for real deaths.
 REVIVE_WINDOW = 60.0
+#: A listed peer whose connection stayed down for the expiry grace is first
+#: *suspected*: still listed, no event, while its own reconnect may clear it.
+#: The proxy's obituary (a second observer) confirms a real death at once
+#: (crash: 1.0 s); without one (a partial partition, a C proxy) it is declared
+#: expired this much later. A peer whose own proxy link is down has nobody to
+#: confirm with and declares at the grace. Under load (100 peers on 2 cores),
+#: heartbeat timeouts flapped live connections by the thousand.
+SUSPECT_TIMEOUT = 2.0
 #: Lifeguard's local health: a loop turn later than this (the observer itself
 #: starved of CPU) does not count against the peers it watches; their down
 #: time is extended by the excess.
