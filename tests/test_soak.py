@@ -111,7 +111,8 @@ def test_watchdog_catches_the_hang_and_saves_stacks(tmp_path: Path, mode: str) -
     s = run_soak(SoakConfig(duration=None, lifetimes=1, churners=1, lifetime=0.2, pause=0.0, mode=mode,  # type: ignore[arg-type]
                             hang_grace=4.0, reference="none", out=tmp_path / mode, live=False, **demo))  # fmt: skip
     assert s["lifetimes"] == 1 and s["hangs"] == 1
-    assert s["hang_verdict"] == "HANGS" and s["exit_code"] == Exit.FAIL
+    assert s["hang_verdict"] == "HANGS" and s["exit_code"] == Exit.FAIL and s["hangs_in_ctx_term"] == 1
+    assert "1 of them in zmq_ctx_term" in s["verdict"]["hangs"]
     stack_files = list((tmp_path / mode / "hangs").glob("*.txt"))
     assert len(stack_files) == 1
     text = stack_files[0].read_text()

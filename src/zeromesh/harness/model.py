@@ -265,6 +265,8 @@ class Lifetime:
     #: left / timeout / error from the peer; interrupted; worker-died; ...
     reason: str = ""
     stacks: str = ""
+    #: Hung with ``zmq_ctx_term`` in its stacks.
+    in_ctx_term: bool = False
 
     @property
     def counted(self) -> bool:

@@ -163,7 +163,7 @@ def matrix(runs: list[tuple[dict[str, Any], SoakResult]], path: Path) -> None:
     a2.legend(loc="lower right", fontsize=7)
     hr = [_err(100 * sm["hang_rate"], [100 * c for c in sm["hang_rate_ci95"]]) for sm, _ in runs]
     _bars(a3, names, hr, "tab:red", 0.0, "hung lifetimes")
-    a3.set(xlabel="% of lifetimes hung in ctx_term (95% Wilson CI)", title="hangs")
+    a3.set(xlabel="% of lifetimes that did not end (95% Wilson CI)", title="hangs")
     for a in (a2, a3):
         a.set(yticks=list(range(len(names))), yticklabels=names)
         a.invert_yaxis()

@@ -137,7 +137,8 @@ def build_summary(r: SoakResult) -> dict[str, Any]:
     counted = [x for x in r.lifetimes if x.counted]
     hr = stats.wilson(sum(x.hung for x in counted), len(counted))
     mine = peer_figures(r.peer, c.warmup)
-    hangs = verdict.hangs(hr, mine["exit_hung"])
+    in_term = sum(1 for x in counted if x.hung and x.in_ctx_term)
+    hangs = verdict.hangs(hr, mine["exit_hung"], in_term)
     samples = r.peer.samples if r.peer else []
     reference: dict[str, Any] | None = None
     if r.reference is not None:
@@ -163,6 +164,7 @@ def build_summary(r: SoakResult) -> dict[str, Any]:
         "departures": sum(x.departed for x in r.lifetimes),
         "departures_source": "churner lifetimes that ended (counted by the harness, whatever the program)",
         "hangs": hr.k,
+        "hangs_in_ctx_term": in_term,
         "hang_rate": hr.rate,
         "hang_rate_ci95": [hr.lo, hr.hi],
         **{k: v for k, v in mine.items() if k not in _NOT_TOP_LEVEL},

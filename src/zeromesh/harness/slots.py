@@ -112,6 +112,9 @@ class Churn:
         with self.lock:
             self.stack_tools[tool] += 1
         rec.stacks = name
+        # The verdict says where it hung only from evidence: the seed's C peer
+        # also "hangs" in its own loop, waiting forever for its own D.
+        rec.in_ctx_term = "zmq_ctx_term" in (self.out / name).read_text(errors="replace")
         log.warning("lifetime %d (pid %d) hung; stacks in %s", rec.n, pid, name)
 
     def run_slot(self, slot: int, mode: Literal["process", "inproc"], command: CommandFor) -> None:
@@ -179,7 +182,7 @@ class ProcessSlot:
                         # It ended while its stacks were being taken: late (a
                         # loaded proxy, a C peer waiting for its own D), not hung:
                         # a ctx_term hang never ends.
-                        rec.hung = False
+                        rec.hung = rec.in_ctx_term = False
                         rec.exit_code = p.returncode
                         rec.reason = LATE_EXIT
                         return

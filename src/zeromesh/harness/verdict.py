@@ -72,15 +72,17 @@ def memory(sl: stats.Slope | None, departures_used: int) -> Verdict:
     )
 
 
-def hangs(hr: stats.Proportion, exit_hung: bool = False) -> Verdict:
-    """Hangs of the churners' lifetimes (*hr*), and whether the long-lived
-    peer itself did not exit when asked (*exit_hung*)."""
+def hangs(hr: stats.Proportion, exit_hung: bool = False, in_ctx_term: int | None = None) -> Verdict:
+    """Hangs of the churners' lifetimes (*hr*; *in_ctx_term* of them with
+    ``zmq_ctx_term`` in their stacks), and whether the long-lived peer itself did
+    not exit when asked (*exit_hung*)."""
     exit_note = "; the long-lived peer did not exit when asked (stacks in hangs/)" if exit_hung else ""
     if hr.k:
+        where = "" if in_ctx_term is None else f", {in_ctx_term} of them in zmq_ctx_term"
         return Verdict(
             HANGS,
-            f"HANGS: {hr.k} of {hr.n} lifetimes hung in ctx_term ({hr.rate:.2%}, "
-            f"95% CI {hr.lo:.2%} to {hr.hi:.2%}); stacks in hangs/{exit_note}",
+            f"HANGS: {hr.k} of {hr.n} lifetimes did not end ({hr.rate:.2%}, "
+            f"95% CI {hr.lo:.2%} to {hr.hi:.2%}{where}); stacks in hangs/{exit_note}",
         )
     if exit_hung:
         return Verdict(HANGS, f"HANGS{exit_note}")
