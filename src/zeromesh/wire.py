@@ -98,9 +98,7 @@ def decode(frame: bytes, schemes: frozenset[str] = DEFAULT_SCHEMES) -> Message:
     except ValueError:
         raise WireError("bad-command", f"unknown command byte 0x{frame[0]:02x}") from None
     uuid = validate_uuid(_field(frame, UUID_OFFSET, UUID_FIELD, "uuid"))
-    endpoint = validate_endpoint(
-        _field(frame, ENDPOINT_OFFSET, ENDPOINT_FIELD, "endpoint"), schemes
-    )
+    endpoint = validate_endpoint(_field(frame, ENDPOINT_OFFSET, ENDPOINT_FIELD, "endpoint"), schemes)
     return Message(command, uuid, endpoint, _decode_ext(frame[FRAME_SIZE:]))
 
 
@@ -113,11 +111,7 @@ def encode(msg: Message) -> bytes:
         raise WireError("bad-uuid", f"uuid longer than {UUID_FIELD - 1} bytes")
     if len(endpoint) > MAX_ENDPOINT_LEN:
         raise WireError("bad-endpoint", f"endpoint longer than {MAX_ENDPOINT_LEN} bytes")
-    frame = (
-        msg.command.value.encode("ascii")
-        + uuid.ljust(UUID_FIELD, b"\0")
-        + endpoint.ljust(ENDPOINT_FIELD, b"\0")
-    )
+    frame = msg.command.value.encode("ascii") + uuid.ljust(UUID_FIELD, b"\0") + endpoint.ljust(ENDPOINT_FIELD, b"\0")
     if msg.ext:
         frame += EXT_MAGIC + json.dumps(msg.ext, separators=(",", ":")).encode("utf-8")
     return frame
