@@ -30,9 +30,10 @@ from typing import Any
 import zmq
 
 from zeromesh import Peer, Proxy
-from zeromesh.bench.common import WAIT_CAP, markdown_table, percentiles, stop_all, wait_until
+from zeromesh.bench.common import WAIT_CAP, markdown_table, percentiles, stop_all
 from zeromesh.bench.data import Counter, warm
 from zeromesh.security import Security, keygen
+from zeromesh.testing.waits import wait_for
 
 MODES = ("plain", "curve", "curve+allow")
 
@@ -59,7 +60,7 @@ def mesh(keys: Keys, mode: str, n: int, **peer_kw: Any) -> Iterator[tuple[Proxy,
         ]
         try:
             want = {p.uuid for p in peers}
-            if not wait_until(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP):
+            if not wait_for(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP):
                 raise RuntimeError(f"{mode} mesh of {n} did not converge")
             yield proxy, peers
         finally:
@@ -85,7 +86,7 @@ def bench_join(keys: Keys, joins: int, existing: int) -> list[dict[str, Any]]:
                     def full_view(p: Peer = p) -> bool:
                         return len(p.peers()) == existing + 1
 
-                    if not wait_until(full_view, WAIT_CAP, 0.0005):
+                    if not wait_for(full_view, WAIT_CAP, 0.0005):
                         raise RuntimeError(f"{m}: the newcomer never saw every member")
                     view[m].append(time.perf_counter() - t0)
                 finally:
@@ -158,7 +159,7 @@ def _data_run(keys: Keys, mode: str, receivers: int, payload: int, count: int) -
         ]
         try:
             want = {p.uuid for p in everyone}
-            if not wait_until(lambda: all(set(p.peers()) == want for p in everyone), WAIT_CAP):
+            if not wait_for(lambda: all(set(p.peers()) == want for p in everyone), WAIT_CAP):
                 raise RuntimeError(f"{mode}: data mesh did not converge")
             sender = everyone[0]
             warm(lambda f: sender.publish(f[0], f[2]), counters)

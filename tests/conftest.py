@@ -6,29 +6,17 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from zeromesh.peer import Peer
 from zeromesh.proxy import Proxy
+from zeromesh.testing.waits import wait_for  # the one bounded wait; tests import it from here
 
 #: How long a test's leftovers may take to wind down before they count as leaks.
 LEAK_GRACE = 3.0
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.005) -> bool:
-    """Poll *cond* until true or *timeout*; the deadline makes it a bounded wait
-    on a condition, not a sleep to let things settle."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)  # sleep: polling interval of a bounded wait
 
 
 def data_flows(sender: Peer, receivers: list[Peer], payload: bytes = b"payload", timeout: float = 5.0) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from zeromesh import Proxy
 from zeromesh.cli import build_parser
 from zeromesh.cli.peer import peer_options
+from zeromesh.lines import reader_of
 from zeromesh.options import layer_settings
 from zeromesh.protocol import Behaviour
 from zeromesh.sockets import LingerWhen, SocketPolicy
@@ -71,15 +72,10 @@ def children(zeromesh_exe: list[str]) -> Iterator[Children]:
 
 
 def read_line(p: subprocess.Popen[str], timeout: float) -> str:
-    assert p.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise AssertionError(f"no line from {p.args!r} within {timeout} s")
-        return p.stdout.readline()
-    finally:
-        sel.close()
+    line = reader_of(p).readline(timeout)
+    if line is None:
+        raise AssertionError(f"no line from {p.args!r} within {timeout} s")
+    return line
 
 
 def run(exe: list[str], *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
@@ -123,12 +119,12 @@ def test_twenty_peer_processes_form_a_full_mesh_and_all_leave(children: Children
     while open_pipes and time.monotonic() < deadline:
         for key, _ in sel.select(1.0):
             p = key.data
-            line = p.stdout.readline()
-            if not line:
-                sel.unregister(p.stdout)
-                open_pipes -= 1
-                continue
-            events[p.pid].append(json.loads(line))
+            while (line := reader_of(p).readline(0)) is not None:  # every complete line read so far
+                if not line:
+                    sel.unregister(p.stdout)
+                    open_pipes -= 1
+                    break
+                events[p.pid].append(json.loads(line))
     sel.close()
     assert open_pipes == 0, "some peers did not exit in time"
     rcs = [p.wait(5.0) for p in peers]

@@ -21,7 +21,7 @@ ROOT = Path(zeromesh.__file__).parent
 #: Lowest first. A module may import modules of its own layer or below only.
 LAYERS: list[set[str]] = [
     {"timing", "errors"},
-    {"endpoints", "wire", "ext", "logs", "metadata"},
+    {"endpoints", "wire", "ext", "logs", "metadata", "lines"},
     {"protocol", "directory"},
     {"transport", "security"},
     {"sockets"},

@@ -19,9 +19,11 @@ from typing import IO, Any
 import psutil
 
 from ..harness import procs
+from ..lines import read_json_line
 from ..peer import Peer
 from ..proxy import Proxy
-from .common import WAIT_CAP, Result, read_json_line, send_line, stop_all, wait_until
+from ..testing.waits import wait_for
+from .common import WAIT_CAP, Result, send_line, stop_all
 
 
 class _LongLived:
@@ -173,7 +175,7 @@ def bench_churn(
                 t_churn = time.monotonic() - t0
                 # Let the last departures reach the long-lived peers (bounded). A
                 # churner that left before it was heard is never seen to join or leave.
-                wait_until(
+                wait_for(
                     lambda: all(
                         ll.sample()[2] - before[k][2] >= ll.sample()[3] - before[k][3] for k, ll in lls.items()
                     ),

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from ..peer import Peer
 from ..protocol import Behaviour, PeerEvent
 from ..proxy import Proxy, ProxyMode
 from ..sockets import SocketPolicy
+from ..testing.waits import wait_for
 
 Result = dict[str, Any]
 
@@ -59,15 +60,6 @@ def percentiles(xs: Sequence[float]) -> dict[str, float]:
 
 def ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 2)
-
-
-def wait_until(cond: Callable[[], object], timeout: float, interval: float = POLL) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)  # sleep: polling interval of a bounded wait
-    return True
 
 
 def classic_config() -> tuple[Behaviour, SocketPolicy]:
@@ -128,7 +120,7 @@ def mesh(
             if not all(p.wait_ready(WAIT_CAP) for p in peers):
                 raise RuntimeError("mesh did not come up")
             want = {p.uuid for p in peers}
-            if not wait_until(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP):
+            if not wait_for(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP):
                 raise RuntimeError("mesh did not converge")
             yield proxy, peers
         finally:
@@ -171,19 +163,6 @@ def write_result(result: Result, outdir: Path) -> tuple[Path, Path]:
     text += f"\nCommand: `{result.get('command', '')}`\n"
     md.write_text(text)
     return js, md
-
-
-def read_json_line(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    """The next JSON line a child process prints, within *timeout* (a reader
-    thread: a pipe's readline has no timeout of its own)."""
-    out: list[str] = []
-    t = threading.Thread(target=lambda: out.append(p.stdout.readline() if p.stdout else ""), daemon=True)
-    t.start()
-    t.join(timeout)
-    if not out or not out[0]:
-        raise RuntimeError(f"child {p.pid} did not answer within {timeout} s")
-    d: dict[str, Any] = json.loads(out[0])
-    return d
 
 
 def send_line(p: subprocess.Popen[str], line: str) -> None:

@@ -25,6 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .. import timing
 from ..harness import procs
+from ..lines import read_json_line
 from ..peer import Peer
 from ..protocol import Behaviour
 from ..proxy import Proxy
@@ -36,7 +37,6 @@ from .common import (
     classic_config,
     ms,
     observed,
-    read_json_line,
     say,
     send_line,
     stop_all,

@@ -14,7 +14,8 @@ import zmq
 from ..peer import Peer
 from ..proxy import Proxy
 from ..sockets import DEFAULT_DATA_HWM, NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, PeerSockets, SocketPolicy
-from .common import WAIT_CAP, Result, stop_all, wait_until
+from ..testing.waits import wait_for
+from .common import WAIT_CAP, Result, stop_all
 
 
 class Counter:
@@ -73,7 +74,7 @@ def warm(send: Callable[[list[bytes]], None], counters: Sequence[Counter]) -> No
         send([b"w", b"w", b"w"])
         return all(c.n for c in counters)
 
-    if not wait_until(probe, WAIT_CAP, 0.01):
+    if not wait_for(probe, WAIT_CAP, 0.01):
         raise RuntimeError("receivers never got a message")
     last = -1
     while (now := sum(c.n for c in counters)) != last:  # the last warm-ups have landed
@@ -207,7 +208,7 @@ def _zeromesh_run(
         everyone = [sender, *rx]
         try:
             want = {p.uuid for p in everyone}
-            if not wait_until(lambda: all(set(p.peers()) == want for p in everyone), WAIT_CAP):
+            if not wait_for(lambda: all(set(p.peers()) == want for p in everyone), WAIT_CAP):
                 raise RuntimeError("data mesh did not converge")
             warm(lambda f: sender.publish(f[0], f[2]), counters)
             frames = [b"bench", b"", os.urandom(payload)]

@@ -14,7 +14,8 @@ from ..peer import Peer
 from ..protocol import Behaviour, PeerProtocol, Send
 from ..proxy import Proxy
 from ..sockets import SocketPolicy
-from .common import WAIT_CAP, Result, classic_config, fd_budget, fds_for_mesh, mesh, ms, stop_all, wait_until
+from ..testing.waits import wait_for
+from .common import WAIT_CAP, Result, classic_config, fd_budget, fds_for_mesh, mesh, ms, stop_all
 
 
 def simulate_join(n: int, classic: bool) -> dict[str, int]:
@@ -111,7 +112,7 @@ def measure_join_cost(n: int, classic: bool) -> dict[str, int]:
         new = Peer(proxy.endpoint, layers=(b, pol)).start()
         try:
             everyone = [*peers, new]
-            wait_until(lambda: all(len(p.peers()) == n + 1 for p in everyone), WAIT_CAP)
+            wait_for(lambda: all(len(p.peers()) == n + 1 for p in everyone), WAIT_CAP)
             _quiet(proxy, everyone)
             assert new.protocol is not None
             received = sum(p.protocol.counters.frames for p in peers if p.protocol) - r0
@@ -138,7 +139,7 @@ def _mixed_mesh(n: int, classic_every: int) -> dict[str, Any]:
                 b, pol = classic_config() if i % classic_every == 0 else (Behaviour(), SocketPolicy())
                 peers.append(Peer(proxy.endpoint, layers=(b, pol)).start())
             want = {p.uuid for p in peers}
-            ok = wait_until(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP)
+            ok = wait_for(lambda: all(set(p.peers()) == want for p in peers), WAIT_CAP)
             return {
                 "peers": n,
                 "classic peers": len(range(0, n, classic_every)),

@@ -16,7 +16,8 @@ from ..peer import Peer
 from ..protocol import Behaviour
 from ..proxy import Proxy
 from ..sockets import SocketPolicy
-from .common import WAIT_CAP, Recorder, Result, classic_config, mesh, ms, percentiles, wait_until
+from ..testing.waits import wait_for
+from .common import WAIT_CAP, Recorder, Result, classic_config, mesh, ms, percentiles
 
 
 def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float], list[float]]:
@@ -36,7 +37,7 @@ def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float],
         for _ in range(leaves):
             p = Peer(proxy.endpoint, layers=(b, pol), on_event=rec).start()
             try:
-                if not rec.wait([("join", p.uuid)], WAIT_CAP) or not wait_until(
+                if not rec.wait([("join", p.uuid)], WAIT_CAP) or not wait_for(
                     functools.partial(known_to_all, p.uuid, True), WAIT_CAP
                 ):
                     continue
@@ -46,7 +47,7 @@ def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float],
                 p.leave()
                 if p.wait_done(WAIT_CAP):
                     done.append(time.perf_counter() - t0)
-                if wait_until(functools.partial(known_to_all, p.uuid, False), WAIT_CAP):
+                if wait_for(functools.partial(known_to_all, p.uuid, False), WAIT_CAP):
                     # The last drop is when the last peer's snapshot changed;
                     # the leave event of any peer marks the first. Poll is 2 ms.
                     dropped.append(time.perf_counter() - t0)

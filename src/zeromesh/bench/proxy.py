@@ -26,9 +26,10 @@ import zmq
 
 from .. import wire
 from ..harness import procs
+from ..lines import read_json_line
 from ..proxy import Proxy
 from ..testing.cpeer import CProxy
-from .common import WAIT_CAP, Result, read_json_line, say, send_line
+from .common import WAIT_CAP, Result, say, send_line
 
 
 def serve_main(argv: Sequence[str]) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from ..harness import procs
+from ..lines import reader_of
 from ..peer import Peer
 from ..testing import netns
 from .common import WAIT_CAP, Result, ms, percentiles
@@ -87,7 +88,10 @@ class _Lines:
         self.t.start()
 
     def _read(self) -> None:
-        for line in self.p.stdout or []:
+        reader = reader_of(self.p)
+        while (line := reader.readline(1.0)) != "":  # None: nothing this second; "": EOF
+            if line is None:
+                continue
             with self.cond:
                 self.lines.append(line)
                 self.cond.notify_all()

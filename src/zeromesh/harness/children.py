@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,36 +50,6 @@ class Children:
     def live_pids(self) -> list[int]:
         with self._lock:
             return [pid for pid, p in self._procs.items() if p.poll() is None]
-
-
-class LineReader:
-    """Lines from a pipe with a timeout per line (select + os.read), so a slot
-    can wait for its worker's next line and still notice a deadline."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._fd = stream.fileno()
-        self._buf = b""
-        self._eof = False
-
-    def readline(self, timeout: float) -> str | None:
-        """The next line with its newline, ``""`` at EOF, None on timeout."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            if self._eof:
-                rest, self._buf = self._buf, b""
-                return rest.decode(errors="replace")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self._fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                self._eof = True
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode(errors="replace") + "\n"
 
 
 class LogFiles:

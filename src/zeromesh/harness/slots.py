@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Literal
 
 from .. import timing
+from ..lines import LineReader
 from . import stacks
-from .children import Children, LineReader, LogFiles
+from .children import Children, LogFiles
 from .model import Lifetime, SoakConfig
 
 log = logging.getLogger(__name__)

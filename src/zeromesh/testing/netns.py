@@ -34,11 +34,9 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -46,7 +44,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..lines import LineReader
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -91,40 +91,23 @@ class Child:
         if proc.stdout is None:
             raise ValueError("the child's stdout must be a pipe")
         self.proc = proc
-        self._out: IO[bytes] = proc.stdout
-        os.set_blocking(self._out.fileno(), False)
-        self._buf = b""
-        self._eof = False
+        self._reader = LineReader(proc.stdout)
         self.lines: list[JsonLine] = []
+
+    @property
+    def _eof(self) -> bool:
+        return self._reader.eof
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def _read(self, timeout: float) -> None:
-        """Read what is available, waiting up to *timeout* for the first byte."""
-        if self._eof:
-            return
-        ready, _, _ = select.select([self._out], [], [], max(0.0, timeout))
-        if not ready:
-            return
-        try:
-            chunk = os.read(self._out.fileno(), 1 << 16)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self._eof = True
-            return
-        *complete, self._buf = (self._buf + chunk).split(b"\n")
-        for raw in complete:
-            text = raw.decode(errors="replace").strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = None
-            self.lines.append(obj if isinstance(obj, dict) else {"raw": text})
+        """Read the lines available, waiting up to *timeout* for the first."""
+        obj = self._reader.read_json(timeout)
+        while obj is not None:
+            self.lines.append(obj)
+            obj = self._reader.read_json(0.0)
 
     def wait(self, pred: Callable[[JsonLine], bool], timeout: float, start: int = 0) -> JsonLine | None:
         """The first line (from index *start* on) matching *pred*, reading for up
@@ -188,7 +171,8 @@ class Child:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self._out.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
