@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from conftest import data_flows, full_mesh, wait_for
-from zeromesh import Peer, Proxy, transport
+from zeromesh import Peer, Proxy, timing, transport
 from zeromesh.harness import procs
 from zeromesh.testing.cpeer import C_STRUCT
 
@@ -171,7 +171,9 @@ def test_data_message_over_the_limit_drops_its_publisher(proxy: Proxy, peers: li
     big_sender, other = peers[1], peers[2]
     assert data_flows(big_sender, [small], b"x" * 512)
     big_sender.publish(b"news", b"y" * 4096)
-    assert wait_for(lambda: big_sender.uuid not in small.peers(), 3.0)
+    # Expiry grace, then the suspicion period (docs/membership.md), with room for a loaded box.
+    limit = timing.EXPIRE_GRACE + timing.SUSPECT_TIMEOUT + 3.0
+    assert wait_for(lambda: big_sender.uuid not in small.peers(), limit)
     assert data_flows(other, [small])
     while (m := small.recv(0)) is not None:
         assert len(m.payload) < 1024

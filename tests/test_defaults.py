@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from conftest import wait_for
-from zeromesh import Peer, Proxy, Tuning, sockets, timing
+from zeromesh import Peer, Proxy, Tuning, timing, transport
 from zeromesh.protocol import Behaviour, PeerProtocol, Send
 from zeromesh.sockets import LingerWhen, PeerSockets, SocketPolicy
 from zeromesh.wire import Command, Message, decode, encode
@@ -92,7 +92,7 @@ class Turns:
         self.kicks: Counter[int] = Counter()  # id(socket) -> kicks
         self.lock = threading.Lock()
         turns = self
-        real_kick = sockets.kick
+        real_kick = transport.kick
 
         class CountingPoller(zmq.Poller):
             def poll(self, timeout: int | None = None) -> Any:
@@ -107,7 +107,7 @@ class Turns:
             real_kick(sock)
 
         monkeypatch.setattr(zmq, "Poller", CountingPoller)
-        monkeypatch.setattr(sockets, "kick", counting_kick)
+        monkeypatch.setattr(transport, "kick", counting_kick)
 
     def snapshot(self, sock: zmq.Socket[Any] | None = None) -> tuple[int, int]:
         """(polls, kicks of *sock*, or of all sockets)"""

@@ -28,7 +28,7 @@ from . import directory, ext, metadata, transport, wire
 from .endpoints import DEFAULT_SCHEMES, validate_endpoint
 from .errors import WireError
 from .security import Security
-from .sockets import set_transport_options
+from .transport import set_transport_options
 
 #: Default bound on waiting for the proxy's welcome.
 WELCOME_TIMEOUT = 2.0

@@ -45,7 +45,8 @@ from .protocol import (
     Send,
 )
 from .security import Security
-from .sockets import DEFAULT_DATA_HWM, NOBLOCK, RCVMORE, PeerSockets, SocketPolicy, liveness, read_discovery
+from .sockets import DEFAULT_DATA_HWM, PeerSockets, SocketPolicy
+from .transport import NOBLOCK, RCVMORE, liveness, read_discovery
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +535,7 @@ class Peer:
         """Deliver waiting data messages; return the identity proofs (uuid,
         endpoint) that data PUBs sent as their welcome."""
         proofs: list[tuple[str, str]] = []
-        # The data hot path: bound methods and int flags (see sockets.NOBLOCK).
+        # The data hot path: bound methods and int flags (see transport.NOBLOCK).
         recv, more = s.data_sub.recv, s.data_sub.getsockopt
         got = 0
         try:

@@ -38,7 +38,7 @@ from .endpoints import DEFAULT_SCHEMES, advertised, validate_bind, validate_host
 from .errors import ConfigError, WireError
 from .logs import RateLimitedLog
 from .security import Gate, Security
-from .sockets import (
+from .transport import (
     LIVENESS_EVENTS,
     last_endpoint,
     liveness,

@@ -20,27 +20,18 @@ from __future__ import annotations
 
 import enum
 import logging
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from . import ext, timing, transport, wire
+from . import ext, timing, transport
 from .endpoints import advertised
-from .errors import WireError
 from .security import Gate, Security
 
 log = logging.getLogger(__name__)
-
-#: Flags as plain ints for the data hot path: pyzmq's enum arithmetic
-#: (``flags | SNDMORE`` in send_multipart) costs more than the send itself.
-NOBLOCK = int(zmq.NOBLOCK)
-SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-RCVMORE = int(zmq.RCVMORE)
 
 #: Default data high-water mark, in messages per connection (libzmq's own
 #: default): the data PUB's SNDHWM and the data SUB's RCVHWM. A subscriber
@@ -50,6 +41,15 @@ DEFAULT_DATA_HWM = 1000
 #: The proxy SUB's queue (frames): far above any burst the protocol makes (a
 #: join costs each peer a few frames), as reaching it can abort (see PeerSockets).
 PROXY_SUB_HWM = 100_000
+
+
+class Role(enum.Enum):
+    """The four sockets of a peer; the values are the seed's names (its logs)."""
+
+    DATA_PUB = "dataPub"
+    DATA_SUB = "dataSub"
+    PROXY_PUB = "proxyPub"
+    PROXY_SUB = "proxySub"
 
 
 class LingerWhen(str, enum.Enum):
@@ -99,113 +99,6 @@ class SocketPolicy:
         )
 
 
-def last_endpoint(sock: zmq.Socket[Any]) -> str:
-    """The endpoint a socket actually bound (the port chosen for ``:0``)."""
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-
-def set_transport_options(
-    s: zmq.Socket[Any],
-    heartbeats: bool,
-    ivl: float = timing.HEARTBEAT_IVL,
-    timeout: float = timing.HEARTBEAT_TIMEOUT,
-) -> None:
-    """Heartbeats and reconnect pacing for every TCP connection (see timing.py)."""
-    if heartbeats:
-        s.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
-        # TTL tells the remote side to drop us too if our pings stop.
-        s.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
-    s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
-    s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
-    s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)
-    s.setsockopt(zmq.HANDSHAKE_IVL, timing.HANDSHAKE_IVL_MS)
-
-
-#: A connection is usable only once the ZMTP handshake succeeded: a stopped
-#: (SIGSTOP) process's kernel still accepts TCP, so CONNECTED proves nothing.
-_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
-_DOWN = (
-    zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-LIVENESS_EVENTS = _UP | _DOWN
-
-
-def liveness(ev: dict[str, Any]) -> tuple[str, bool] | None:
-    """(endpoint, up) for a monitor event that says a connection came up or
-    went down; None for the others (retries, delays, closes)."""
-    kind = ev["event"]
-    if not kind & LIVENESS_EVENTS:
-        return None
-    raw = ev["endpoint"]
-    endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return endpoint, bool(kind & _UP)
-
-
-def read_discovery(
-    sock: zmq.Socket[Any],
-    budget: int,
-    schemes: frozenset[str],
-    on_bad: Callable[[str, str], None],
-) -> Iterator[wire.Message]:
-    """Decode up to *budget* waiting discovery frames without blocking. Anything
-    that does not decode is reported to *on_bad* (reason, detail) and skipped."""
-    for msg, _ in read_discovery_keyed(sock, budget, schemes, on_bad, keyed=False):
-        yield msg
-
-
-def read_discovery_keyed(
-    sock: zmq.Socket[Any],
-    budget: int,
-    schemes: frozenset[str],
-    on_bad: Callable[[str, str], None],
-    keyed: bool = True,
-) -> Iterator[tuple[wire.Message, str | None]]:
-    """:func:`read_discovery`, each frame with the CURVE public key (Z85) of
-    the connection it came on: the ZAP ``User-Id`` (None without ZAP)."""
-    for _ in range(budget):
-        try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=not keyed)
-        except zmq.Again:
-            return
-        if len(frames) != 1:
-            on_bad("multipart", f"{len(frames)}-part discovery message")
-            continue
-        frame = frames[0]
-        key: str | None = None
-        if isinstance(frame, zmq.Frame):
-            try:
-                user = frame.get("User-Id")
-            except zmq.ZMQError:
-                user = None
-            key = user if isinstance(user, str) and user else None
-            frame = frame.bytes
-        try:
-            yield wire.decode(frame, schemes), key
-        except WireError as exc:
-            on_bad(exc.reason, str(exc))
-
-
-def recv_monitor_event(sock: zmq.Socket[Any], flags: int = 0) -> dict[str, Any]:
-    """One socket-monitor event: ``{"event", "value", "endpoint"}``. pyzmq's
-    ``zmq.utils.monitor`` does the same but imports asyncio (~40 ms of start-up
-    for every command); the format is libzmq's: a 6-byte frame (uint16 event,
-    uint32 value, native order) and the endpoint."""
-    frames = sock.recv_multipart(flags)
-    if len(frames) != 2 or len(frames[0]) != 6:
-        return {"event": 0, "value": 0, "endpoint": b""}  # never from libzmq; no event bit: ignored
-    event, value = struct.unpack("=HI", frames[0])
-    return {"event": event, "value": value, "endpoint": frames[1]}
-
-
-def kick(sock: zmq.Socket[Any]) -> None:
-    """Make *sock* process its command queue (frees departed connections)."""
-    sock.getsockopt(zmq.EVENTS)
-
-
 class PeerSockets:
     """The four sockets of a peer, on a context of their own.
 
@@ -241,8 +134,8 @@ class PeerSockets:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.pub_lock = threading.Lock()
         self._closed = False
-        #: monitor PAIR socket -> (monitored socket, its seed name)
-        self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], str]] = {}
+        #: monitor PAIR socket -> (monitored socket, its role)
+        self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], Role]] = {}
         self.data_monitor: zmq.Socket[Any] | None = None
         #: Liveness of the connection to the proxy's XPUB (proxy_down/proxy_up).
         self.proxy_monitor: zmq.Socket[Any] | None = None
@@ -252,15 +145,15 @@ class PeerSockets:
             self.data_pub = self._data_pub()
             self.data_pub.bind(bind)
             self._after_bind(self.data_pub)
-            self._data_bound = last_endpoint(self.data_pub)
+            self._data_bound = transport.last_endpoint(self.data_pub)
             self.endpoint = advertised(self._data_bound, advertise)
-            self.proxy_pub = self._socket(zmq.XPUB if policy.watch_subscription else zmq.PUB, "proxyPub")
+            self.proxy_pub = self._socket(zmq.XPUB if policy.watch_subscription else zmq.PUB, Role.PROXY_PUB)
             if policy.watch_subscription:
                 # Every subscribe is passed up (manual mode passes them all), so
                 # a new XSUB connection is seen even while the old one is still
                 # attached; only the protocol's empty topic is applied.
                 transport.make_manual(self.proxy_pub, security is not None)
-            self.proxy_sub = self._socket(zmq.SUB, "proxySub")
+            self.proxy_sub = self._socket(zmq.SUB, Role.PROXY_SUB)
             # Only the chosen proxy sends here; its largest frame is a welcome.
             transport.limit(self.proxy_sub, transport.MAX_WELCOME)
             # A full inbound pipe plus ZMTP heartbeats aborts the process in
@@ -271,10 +164,10 @@ class PeerSockets:
             # Subscribe before connecting, or the welcome is lost.
             self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
             if monitor_proxy:  # before connecting, or its first handshake is missed
-                self.proxy_monitor = self._monitor(self.proxy_sub, "proxySub")
+                self.proxy_monitor = self._monitor(self.proxy_sub, Role.PROXY_SUB)
             self.proxy_sub.connect(proxy)
             self._after_bind(self.proxy_sub)
-            self.data_sub = self._socket(zmq.SUB, "dataSub")
+            self.data_sub = self._socket(zmq.SUB, Role.DATA_SUB)
             # Anyone may announce a PUB: bound what one message can cost.
             # Never below a proof (a data PUB's welcome): it would drop every connection.
             transport.limit(self.data_sub, max(max_message_size, ext.MAX_PROOF))
@@ -284,7 +177,7 @@ class PeerSockets:
             self._after_bind(self.data_sub)
             self._after_bind(self.proxy_pub)
             if monitor_data:
-                self.data_monitor = self._monitor(self.data_sub, "dataSub")
+                self.data_monitor = self._monitor(self.data_sub, Role.DATA_SUB)
 
         except BaseException:
             self.close(term=True)
@@ -292,23 +185,23 @@ class PeerSockets:
 
     # --- creation -------------------------------------------------------------
 
-    def _socket(self, kind: int, name: str) -> zmq.Socket[Any]:
+    def _socket(self, kind: int, role: Role) -> zmq.Socket[Any]:
         p = self.policy
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         if p.linger_when is LingerWhen.CREATION:
             s.setsockopt(zmq.LINGER, p.linger_ms)
-        if name == "dataPub":
+        if role is Role.DATA_PUB:
             ivl = timing.DATA_PUB_HEARTBEAT_IVL
-            set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
+            transport.set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
             s.setsockopt(zmq.SNDHWM, self.data_hwm)
         else:
-            set_transport_options(s, p.heartbeats)
-        if name == "dataSub":
+            transport.set_transport_options(s, p.heartbeats)
+        if role is Role.DATA_SUB:
             s.setsockopt(zmq.RCVHWM, self.data_hwm)
         if self.security is not None:  # CURVE role: only the data PUB binds
-            (self.security.apply_server if name == "dataPub" else self.security.apply_client)(s)
+            (self.security.apply_server if role is Role.DATA_PUB else self.security.apply_client)(s)
         if p.monitor_sockets:
-            self._monitor(s, name)
+            self._monitor(s, role)
         return s
 
     def _data_pub(self) -> zmq.Socket[Any]:
@@ -318,8 +211,8 @@ class PeerSockets:
             # The seed's data PUB (no_kick): a plain PUB that the loop never
             # polls, so only a send processes its commands and a departed
             # subscriber's pipe stays allocated: the growth, on purpose.
-            return self._socket(zmq.PUB, "dataPub")
-        s = self._socket(zmq.XPUB, "dataPub")
+            return self._socket(zmq.PUB, Role.DATA_PUB)
+        s = self._socket(zmq.XPUB, Role.DATA_PUB)
         transport.make_manual(s, self.security is not None)
         if self._proof is not None:  # a rebuilt PUB proves us too
             s.setsockopt(zmq.XPUB_WELCOME_MSG, self._proof)
@@ -345,15 +238,15 @@ class PeerSockets:
         if self.policy.linger_when is LingerWhen.AFTER_BIND:
             s.setsockopt(zmq.LINGER, self.policy.linger_ms)
 
-    def _monitor(self, s: zmq.Socket[Any], name: str) -> zmq.Socket[Any]:
+    def _monitor(self, s: zmq.Socket[Any], role: Role) -> zmq.Socket[Any]:
         for existing, (owner, _) in self.monitors.items():
             if owner is s:
                 return existing
         # Only the liveness events unless logging all: a full mesh's connects
         # otherwise cost the loop ~3 monitor messages each (the data SUB's).
-        m: zmq.Socket[Any] = s.get_monitor_socket(None if self.policy.monitor_sockets else LIVENESS_EVENTS)
+        m: zmq.Socket[Any] = s.get_monitor_socket(None if self.policy.monitor_sockets else transport.LIVENESS_EVENTS)
         m.setsockopt(zmq.LINGER, 0)
-        self.monitors[m] = (s, name)
+        self.monitors[m] = (s, role)
         return m
 
     # --- the data PUB -------------------------------------------------------
@@ -361,11 +254,11 @@ class PeerSockets:
     def kick_pub(self) -> None:
         with self.pub_lock:
             if not self._closed:
-                kick(self.data_pub)
+                transport.kick(self.data_pub)
                 # The proxy PUB too (loop thread only, like this call): a stale
                 # XSUB connection dropped after a re-welcome is torn down only
                 # when it processes its commands, and a ready peer sends nothing.
-                kick(self.proxy_pub)
+                transport.kick(self.proxy_pub)
 
     def proxy_subscriptions(self) -> list[bool]:
         """Drain the proxy XPUB's (un)subscribe messages: True = subscribed.
@@ -382,7 +275,7 @@ class PeerSockets:
         old = self.proxy_pub
         old.close(linger=0)
         self.proxy_filter.reset()
-        self.proxy_pub = self._socket(zmq.XPUB, "proxyPub")
+        self.proxy_pub = self._socket(zmq.XPUB, Role.PROXY_PUB)
         transport.make_manual(self.proxy_pub, self.security is not None)
         self._after_bind(self.proxy_pub)
         return old
@@ -423,8 +316,8 @@ class PeerSockets:
                 raise RuntimeError("peer is closed")
             send = self.data_pub.send
             for f in frames[:-1]:
-                send(f, SNDMORE_NOBLOCK)
-            send(frames[-1], NOBLOCK)
+                send(f, transport.SNDMORE_NOBLOCK)
+            send(frames[-1], transport.NOBLOCK)
 
     def after_disconnect(self, own: bool) -> None:
         """The seed's after-disconnect workarounds, when switched on."""
@@ -433,7 +326,7 @@ class PeerSockets:
             if p.poll_after_disconnect:
                 self.data_pub.poll(1, zmq.POLLIN | zmq.POLLOUT)
             if p.events_after_disconnect:
-                kick(self.data_pub)
+                transport.kick(self.data_pub)
             if p.send_after_disconnect and not own:
                 try:
                     self.data_pub.send(b"", zmq.NOBLOCK)
@@ -444,11 +337,11 @@ class PeerSockets:
 
     def read_monitor(self, m: zmq.Socket[Any]) -> dict[str, Any] | None:
         try:
-            ev = recv_monitor_event(m, NOBLOCK)
+            ev = transport.recv_monitor_event(m, transport.NOBLOCK)
         except zmq.Again:
             return None
         if self.policy.monitor_sockets:
-            log.info("socket %s: %s %s", self.monitors[m][1], ev["event"], ev.get("endpoint"))
+            log.info("socket %s: %s %s", self.monitors[m][1].value, ev["event"], ev.get("endpoint"))
         return dict(ev)
 
     # --- closing ------------------------------------------------------------

@@ -1,5 +1,8 @@
-"""Shared socket helpers: the resource limits of every socket that reads remote
-input, and the subscription filter of the sockets that publish.
+"""Shared socket helpers, used by the peer's sockets, the proxy and ``members``:
+transport options (heartbeats, reconnect pacing), monitor events, the
+discovery-frame reader, the kick; the resource limits of every socket that
+reads remote input; the subscription filter of the sockets that publish; and
+the connection table (one connection per resolved address).
 
 Everything a remote party sends is hostile (issue 8); libzmq bounds what it
 keeps only where told to:
@@ -27,14 +30,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from . import directory, metadata, wire
+from . import directory, metadata, timing, wire
 from .endpoints import MAX_ENDPOINT_LEN, WILDCARD_HOSTS, canonical, parse_tcp
 from .errors import WireError
 
@@ -342,3 +346,119 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+# --- socket options, monitor events and discovery frames (shared by peer, proxy, members) ---
+
+#: Flags as plain ints for the data hot path: pyzmq's enum arithmetic
+#: (``flags | SNDMORE`` in send_multipart) costs more than the send itself.
+NOBLOCK = int(zmq.NOBLOCK)
+SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+RCVMORE = int(zmq.RCVMORE)
+
+
+def last_endpoint(sock: zmq.Socket[Any]) -> str:
+    """The endpoint a socket actually bound (the port chosen for ``:0``)."""
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def set_transport_options(
+    s: zmq.Socket[Any],
+    heartbeats: bool,
+    ivl: float = timing.HEARTBEAT_IVL,
+    timeout: float = timing.HEARTBEAT_TIMEOUT,
+) -> None:
+    """Heartbeats and reconnect pacing for every TCP connection (see timing.py)."""
+    if heartbeats:
+        s.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
+        # TTL tells the remote side to drop us too if our pings stop.
+        s.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
+    s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
+    s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
+    s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)
+    s.setsockopt(zmq.HANDSHAKE_IVL, timing.HANDSHAKE_IVL_MS)
+
+
+#: A connection is usable only once the ZMTP handshake succeeded: a stopped
+#: (SIGSTOP) process's kernel still accepts TCP, so CONNECTED proves nothing.
+_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_DOWN = (
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+LIVENESS_EVENTS = _UP | _DOWN
+
+
+def liveness(ev: dict[str, Any]) -> tuple[str, bool] | None:
+    """(endpoint, up) for a monitor event that says a connection came up or
+    went down; None for the others (retries, delays, closes)."""
+    kind = ev["event"]
+    if not kind & LIVENESS_EVENTS:
+        return None
+    raw = ev["endpoint"]
+    endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return endpoint, bool(kind & _UP)
+
+
+def read_discovery(
+    sock: zmq.Socket[Any],
+    budget: int,
+    schemes: frozenset[str],
+    on_bad: Callable[[str, str], None],
+) -> Iterator[wire.Message]:
+    """Decode up to *budget* waiting discovery frames without blocking. Anything
+    that does not decode is reported to *on_bad* (reason, detail) and skipped."""
+    for msg, _ in read_discovery_keyed(sock, budget, schemes, on_bad, keyed=False):
+        yield msg
+
+
+def read_discovery_keyed(
+    sock: zmq.Socket[Any],
+    budget: int,
+    schemes: frozenset[str],
+    on_bad: Callable[[str, str], None],
+    keyed: bool = True,
+) -> Iterator[tuple[wire.Message, str | None]]:
+    """:func:`read_discovery`, each frame with the CURVE public key (Z85) of
+    the connection it came on: the ZAP ``User-Id`` (None without ZAP)."""
+    for _ in range(budget):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=not keyed)
+        except zmq.Again:
+            return
+        if len(frames) != 1:
+            on_bad("multipart", f"{len(frames)}-part discovery message")
+            continue
+        frame = frames[0]
+        key: str | None = None
+        if isinstance(frame, zmq.Frame):
+            try:
+                user = frame.get("User-Id")
+            except zmq.ZMQError:
+                user = None
+            key = user if isinstance(user, str) and user else None
+            frame = frame.bytes
+        try:
+            yield wire.decode(frame, schemes), key
+        except WireError as exc:
+            on_bad(exc.reason, str(exc))
+
+
+def recv_monitor_event(sock: zmq.Socket[Any], flags: int = 0) -> dict[str, Any]:
+    """One socket-monitor event: ``{"event", "value", "endpoint"}``. pyzmq's
+    ``zmq.utils.monitor`` does the same but imports asyncio (~40 ms of start-up
+    for every command); the format is libzmq's: a 6-byte frame (uint16 event,
+    uint32 value, native order) and the endpoint."""
+    frames = sock.recv_multipart(flags)
+    if len(frames) != 2 or len(frames[0]) != 6:
+        return {"event": 0, "value": 0, "endpoint": b""}  # never from libzmq; no event bit: ignored
+    event, value = struct.unpack("=HI", frames[0])
+    return {"event": event, "value": value, "endpoint": frames[1]}
+
+
+def kick(sock: zmq.Socket[Any]) -> None:
+    """Make *sock* process its command queue (frees departed connections)."""
+    sock.getsockopt(zmq.EVENTS)

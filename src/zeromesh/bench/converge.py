@@ -29,7 +29,8 @@ from ..lines import read_json_line
 from ..peer import Peer
 from ..protocol import Behaviour
 from ..proxy import Proxy
-from ..sockets import SocketPolicy, last_endpoint, set_transport_options
+from ..sockets import SocketPolicy
+from ..transport import last_endpoint, set_transport_options
 from .common import (
     POLL,
     WAIT_CAP,

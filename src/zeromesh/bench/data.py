@@ -13,8 +13,9 @@ import zmq
 
 from ..peer import Peer
 from ..proxy import Proxy
-from ..sockets import DEFAULT_DATA_HWM, NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, PeerSockets, SocketPolicy
+from ..sockets import DEFAULT_DATA_HWM, PeerSockets, SocketPolicy
 from ..testing.waits import wait_for
+from ..transport import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK
 from .common import WAIT_CAP, Result, stop_all
 
 
