@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from zeromesh import Peer, PeerEvent, Proxy, __version__, timing
-from zeromesh.testing.netns import Child, HostMesh, JsonLine, Topology, available, free_port, spawn_zeromesh
+from zeromesh.testing.netns import Child, HostMesh, JsonLine, Topology, available, spawn_zeromesh
 
 START = 10.0
 
@@ -125,11 +125,10 @@ def crash(kills: int) -> dict[str, Any]:
 
 
 def restart(restarts: int, n: int = 10) -> dict[str, Any]:
-    well_known = f"tcp://127.0.0.1:{free_port()}"
     from_ready: list[float] = []
     from_kill: list[float] = []
-    proxy = spawn_zeromesh("proxy", "--bind", well_known)
-    ready_line(proxy)
+    proxy = spawn_zeromesh("proxy", "--bind", "tcp://127.0.0.1:0")
+    well_known = str(ready_line(proxy)["endpoint"])  # each restart binds what the first proxy got
     peers = [Peer(well_known).start() for _ in range(n)]
     want = {p.uuid for p in peers}
     try:

@@ -10,9 +10,7 @@ peers, whose events carry the time they were emitted.
 from __future__ import annotations
 
 import os
-import select
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -22,7 +20,8 @@ import zmq
 from conftest import full_mesh, wait_for
 from zeromesh import Peer, PeerEvent, Proxy, timing
 from zeromesh.testing.cpeer import CPeer, c_message
-from zeromesh.testing.netns import Child, free_port, spawn_zeromesh
+from zeromesh.testing.netns import Child, spawn_zeromesh
+from zeromesh.testing.ports import PortTrap
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,19 +102,16 @@ def inject(proxy: Proxy) -> Iterator[Callable[[bytes, Callable[[], bool]], bool]
 
 
 def nobody_dials(endpoint: str) -> bool:
-    """Listen on *endpoint*'s port for longer than libzmq's reconnect backoff cap:
-    True if no connection arrives (nobody still dials it). A port taken
-    meanwhile by someone else proves nothing either way: True."""
+    """Listen on *endpoint*'s port for three times libzmq's reconnect backoff
+    cap: True if no connection arrives (nobody still dials it). A port that
+    someone else took meanwhile cannot tell, and fails the test."""
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    with socket.socket() as trap:
-        trap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            trap.bind((host, int(port)))
-        except OSError:
-            return True
-        trap.listen()
-        readable, _, _ = select.select([trap], [], [], 3 * timing.RECONNECT_IVL_MAX_MS / 1000)
-        return not readable
+    try:
+        trap = PortTrap(host, int(port))
+    except OSError as exc:
+        pytest.fail(f"cannot watch {endpoint} (taken meanwhile: {exc}); nothing was checked")
+    with trap:
+        return trap.dialled_within(3 * timing.RECONNECT_IVL_MAX_MS / 1000) == 0
 
 
 def knows(peer: Peer, uuids: set[str]) -> bool:
@@ -193,11 +189,12 @@ def test_proxy_restart_on_the_same_address_heals_the_mesh(
     children: list[Child],
     peers: list[Peer],  # this order: peers leave before the proxy goes
 ) -> None:
-    well_known = f"tcp://127.0.0.1:{free_port()}"
+    # The first proxy takes ephemeral ports; its successor binds what it got.
     # An ephemeral XSUB comes back on a new port (peers must move); a fixed
     # one on the same port (peers' proxy PUB reconnects by itself).
-    extra = ("--xsub-bind", f"tcp://127.0.0.1:{free_port()}") if xsub == "fixed" else ()
-    old, old_info = spawn_proxy(children, well_known, *extra)
+    old, old_info = spawn_proxy(children, "tcp://127.0.0.1:0")
+    well_known = str(old_info["endpoint"])
+    extra = ("--xsub-bind", str(old_info["xsub"])) if xsub == "fixed" else ()
     peers.extend(Peer(well_known).start() for _ in range(10))
     assert wait_for(lambda: full_mesh(peers) and data_up(peers), 5.0)
     old_xsub = str(old_info["xsub"])
@@ -233,10 +230,10 @@ def test_proxy_restart_on_the_same_address_heals_the_mesh(
 
 
 def test_peer_started_before_its_proxy_joins_when_it_appears(peers: list[Peer]) -> None:
-    well_known = f"tcp://127.0.0.1:{free_port()}"
-    peers.extend(Peer(well_known).start() for _ in range(2))
+    trap = PortTrap()  # the proxy's address, reserved until it binds
+    peers.extend(Peer(trap.endpoint).start() for _ in range(2))
     assert not any(p.wait_ready(0.3) for p in peers)  # bounded: nobody to hear them yet
-    with Proxy(well_known) as px:
+    with Proxy(trap.release()) as px:
         t0 = time.monotonic()
         assert wait_for(lambda: full_mesh(peers), 3.0)
         # libzmq retries the proxy at most every RECONNECT_IVL_MAX_MS.
@@ -270,10 +267,7 @@ def test_new_peer_on_a_killed_peers_endpoint_takes_over(
 ) -> None:
     observers = [Peer(proxy.endpoint).start() for _ in range(2)]
     peers.extend(observers)
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    old, old_uuid, old_ep = spawn_peer(children, proxy.endpoint, "--port", str(port))
-    assert old_ep == endpoint
+    old, old_uuid, endpoint = spawn_peer(children, proxy.endpoint)  # the successor binds what it got
     assert wait_for(lambda: all(knows(p, {old_uuid}) for p in observers) and data_up(observers), 5.0)
 
     old.kill()
@@ -282,7 +276,7 @@ def test_new_peer_on_a_killed_peers_endpoint_takes_over(
         # arriving when the old connection has been down most of the grace and
         # libzmq's reconnect backoff has grown. It must not expire on the dead
         # peer's account (it did, before the handover restarted the clock).
-        time.sleep(delay * timing.EXPIRE_GRACE)  # noqa: sleep
+        time.sleep(delay * timing.EXPIRE_GRACE)  # sleep: the scenario's delay, explained above
     new = Peer(proxy.endpoint, bind=endpoint).start()
     peers.append(new)
     new_uuid = new.uuid
@@ -311,14 +305,20 @@ def test_announced_endpoint_that_never_comes_up_expires(
 ) -> None:
     peers.extend(Peer(proxy.endpoint).start() for _ in range(2))
     assert wait_for(lambda: full_mesh(peers), 3.0)
-    ghost, dead = "0badc0de-0000-4000-8000-000000000000", f"tcp://127.0.0.1:{free_port()}"
+    trap = PortTrap()  # dead to ZeroMQ (no handshake), reserved and watched for the whole test
+    ghost, dead = "0badc0de-0000-4000-8000-000000000000", trap.endpoint
     sent_at = time.time()
     assert inject(c_message(b"C", ghost, dead), lambda: all(knows(p, {ghost}) for p in peers))
     for p in peers:
         [ev] = collect(p, lambda e: e.kind == "leave" and e.uuid == ghost, 1, CRASH_BOUND + 2.0)
         assert ev.reason == "expired" and ev.t - sent_at <= CRASH_BOUND
     assert wait_for(lambda: ghost not in proxy.directory.entries, CRASH_BOUND)
-    assert nobody_dials(dead)
+    with trap:
+        trap.dialled_within(0)  # count the dials still waiting in the backlog
+        assert trap.dials > 0, "the ghost was never dialled: nothing below would be proved"
+        assert wait_for(lambda: trap.dialled_within(3 * timing.RECONNECT_IVL_MAX_MS / 1000) == 0, 10.0), (
+            "the dead endpoint is still being dialled"
+        )
 
 
 def test_silent_c_peer_is_not_expired(proxy: Proxy, peers: list[Peer]) -> None:

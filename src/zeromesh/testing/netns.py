@@ -39,7 +39,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,7 +58,6 @@ __all__ = [
     "Topology",
     "available",
     "cleanup_stale",
-    "free_port",
     "netns_names",
     "spawn_zeromesh",
     "zeromesh_argv",
@@ -505,15 +503,6 @@ class Topology:
     def __del__(self) -> None:  # last resort; close() is the real API
         with contextlib.suppress(NetnsError, OSError, subprocess.SubprocessError):
             self.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free ephemeral port: bind :0, read it, close (for an address that must
-    be known in advance or reused across a restart)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def zeromesh_argv(*args: str) -> list[str]:
