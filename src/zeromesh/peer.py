@@ -19,8 +19,8 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import zmq
@@ -105,8 +105,10 @@ class PeerStats:
     dropped_events: int
     #: Times the connection to the proxy came back after a ``proxy_down``.
     proxy_reconnects: int
-    #: Is the connection to the proxy up (None: not connected yet)?
+    #: Is the connection to a proxy (any of several) up (None: not connected yet)?
     proxy_up: bool | None
+    #: Per proxy (its XPUB endpoint): is the connection up (None: not yet)?
+    proxies_up: dict[str, bool | None] = field(default_factory=dict)
 
 
 def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
@@ -132,7 +134,7 @@ class Peer:
 
     def __init__(
         self,
-        proxy: str,
+        proxy: str | Sequence[str],
         *,
         bind: str = "tcp://127.0.0.1:0",
         advertise: str | None = None,
@@ -153,7 +155,10 @@ class Peer:
         """Check every argument (``TypeError``/:class:`~zeromesh.errors.ConfigError`
         naming it); nothing starts until :meth:`start`.
 
-        :param proxy: the proxy's well-known XPUB endpoint (``tcp://`` or ``ipc://``).
+        :param proxy: the proxy's well-known XPUB endpoint (``tcp://`` or
+            ``ipc://``), or a list of several proxies' (no single proxy: the
+            peer announces through all and stays in the mesh while any one
+            is up; see docs/scaling.md "Several proxies").
         :param bind: where the data PUB binds (port 0: ephemeral).
         :param advertise: host to announce instead of the bound one (needed
             with a wildcard bind, e.g. ``tcp://0.0.0.0:0``).
@@ -187,7 +192,14 @@ class Peer:
             a larger one drops the connection to its publisher unread (libzmq's
             ``MAXMSGSIZE``), so an attacker's huge frame costs nothing.
         """
-        self.proxy = validate_endpoint(_text("proxy", proxy))
+        if isinstance(proxy, str):
+            proxy = [proxy]
+        if not isinstance(proxy, Sequence) or not proxy:
+            raise TypeError(f"proxy must be a str or a non-empty list of str, not {proxy!r}")
+        #: Every proxy's XPUB endpoint, in the order given, once each.
+        self.proxies: tuple[str, ...] = tuple(dict.fromkeys(validate_endpoint(_text("proxy", p)) for p in proxy))
+        #: The first proxy (the only one, usually).
+        self.proxy = self.proxies[0]
         self.bind = validate_bind(_text("bind", bind))
         self.advertise = None if advertise is None else validate_host(_text("advertise", advertise))
         self.uuid = wire.validate_uuid(_text("uuid", uuid)) if uuid is not None else str(uuidlib.uuid4())
@@ -227,8 +239,8 @@ class Peer:
         self._changed = threading.Condition(self._lock)
         self._snapshot: dict[str, str] = {}
         self._members: dict[str, tuple[str, Mapping[str, str], float]] = {}
-        #: The connection to the proxy's XPUB: None until first up, then up/down.
-        self._proxy_up: bool | None = None
+        #: The connection to each proxy's XPUB: None until first up, then up/down.
+        self._proxies_up: dict[str, bool | None] = dict.fromkeys(self.proxies)
         #: Times the connection to the proxy came back after it was lost.
         self.proxy_reconnects = 0
         self._ready = threading.Event()
@@ -358,7 +370,14 @@ class Peer:
             dropped_events=self.dropped_events,
             proxy_reconnects=self.proxy_reconnects,
             proxy_up=self._proxy_up,
+            proxies_up=dict(self._proxies_up),
         )
+
+    @property
+    def _proxy_up(self) -> bool | None:
+        """Up while any proxy is; None until one has been."""
+        states = list(self._proxies_up.values())
+        return None if all(v is None for v in states) else any(states)
 
     def members(self) -> dict[str, Member]:
         """uuid -> :class:`Member` (endpoint, metadata, since) of every peer
@@ -413,7 +432,7 @@ class Peer:
                 self.policy,
                 self.bind,
                 self.advertise,
-                self.proxy,
+                self.proxies,
                 monitor_data=self.behaviour.expire,
                 security=self.security,
                 data_hwm=self.data_hwm,
@@ -457,7 +476,8 @@ class Peer:
     def _loop(self, s: PeerSockets, proto: PeerProtocol) -> None:
         b = self.behaviour
         poller = zmq.Poller()
-        poller.register(s.proxy_sub, zmq.POLLIN)
+        for sub in s.proxy_subs:
+            poller.register(sub, zmq.POLLIN)
         poller.register(s.data_sub, zmq.POLLIN)
         if self.policy.kick:  # no_kick: the seed's plain PUB, never polled (sockets._data_pub)
             poller.register(s.data_pub, zmq.POLLIN)  # subscriptions (XPUB_MANUAL)
@@ -499,8 +519,9 @@ class Peer:
                 for subscribed in s.proxy_subscriptions():
                     actions += proto.on_proxy_subscription(subscribed, now)
                 self._rebuild_proxy_pub(s, proto, poller)
-            if s.proxy_sub in ready:
-                actions += self._read_discovery(s, proto, now)
+            for sub, via in s.proxy_subs.items():
+                if sub in ready:
+                    actions += self._read_discovery(sub, via, proto, now)
             if s.data_sub in ready:
                 for uuid, endpoint in self._read_data(s):
                     actions += proto.on_proof(uuid, endpoint, now)
@@ -520,13 +541,15 @@ class Peer:
         except (BlockingIOError, OSError):
             pass
 
-    def _read_discovery(self, s: PeerSockets, proto: PeerProtocol, now: float) -> list[Action]:
+    def _read_discovery(self, sub: zmq.Socket[Any], via: str, proto: PeerProtocol, now: float) -> list[Action]:
         actions: list[Action] = []
         # The classic loop reads one frame per turn (and so sends one C per frame).
         budget = 1 if self.behaviour.announce_every_turn else 1000
-        for msg in read_discovery(s.proxy_sub, budget, self.schemes, self._bad):
+        # With one proxy the protocol's key for it is "" (as for any one proxy).
+        key = via if len(self.proxies) > 1 else ""
+        for msg in read_discovery(sub, budget, self.schemes, self._bad):
             try:
-                actions += proto.on_frame(msg, now)
+                actions += proto.on_frame(msg, now, key)
             except Exception:  # a frame that trips a bug is dropped, never the loop
                 self._failed("frame-handler")
         return actions
@@ -591,8 +614,8 @@ class Peer:
             self.bad["junk-subscriptions"] += 1
             poller.unregister(old)
             poller.register(s.proxy_pub, zmq.POLLIN)
-            if proto.proxy_endpoint is not None:  # the XSUB subscribes again: nothing is resent
-                self._zmq_call("connect-proxy", s.proxy_pub.connect, proto.proxy_endpoint)
+            for ep in proto.proxy_endpoints():  # the XSUBs subscribe again: nothing is resent
+                self._zmq_call("connect-proxy", s.proxy_pub.connect, ep)
         except Exception:
             self._failed("proxy-subscriptions")
 
@@ -614,7 +637,8 @@ class Peer:
         )
         # A data SUB connected to the proxy's XPUB received the whole discovery
         # stream; to our own PUB (another uuid, another spelling), our own data.
-        conns.forbid(self.proxy, "proxy-endpoint")
+        for proxy in self.proxies:
+            conns.forbid(proxy, "proxy-endpoint")
         if not self.receive_own:
             conns.forbid(s.endpoint, "own-endpoint")
         return conns
@@ -626,8 +650,9 @@ class Peer:
                 ev = s.read_monitor(m)
                 if ev is None:
                     break
-                if m is s.proxy_monitor and m is not s.data_monitor:
-                    actions += self._proxy_health(ev, proto, now)
+                via = s.proxy_monitors.get(m)
+                if via is not None and m is not s.data_monitor:
+                    actions += self._proxy_health(ev, via, proto, now)
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
                     continue
                 assert self._conns is not None
@@ -640,23 +665,31 @@ class Peer:
                 self._failed("monitor-event")
         return actions
 
-    def _proxy_health(self, ev: dict[str, Any], proto: PeerProtocol, now: float) -> list[Action]:
-        """``proxy_down``/``proxy_up`` as the connection to the proxy's XPUB goes
-        down (a reset, or ZMTP heartbeats unanswered) and comes back. The first
-        connection is not an event (a peer starts before it is ready)."""
+    def _proxy_health(self, ev: dict[str, Any], via: str, proto: PeerProtocol, now: float) -> list[Action]:
+        """``proxy_down``/``proxy_up`` as the connection to the proxy's XPUB at
+        *via* goes down (a reset, or ZMTP heartbeats unanswered) and comes back;
+        the event's endpoint says which proxy, its uuid is that proxy's. The
+        first connection is not an event (a peer starts before it is ready)."""
         change = liveness(ev)
-        if change is None or change[1] == self._proxy_up:
+        if change is None or change[1] == self._proxies_up.get(via):
             return []
-        was, self._proxy_up = self._proxy_up, change[1]
-        # Cut off from the proxy, nobody confirms a suspicion: the protocol declares at once.
-        actions = proto.on_proxy_health(change[1], now)
+        any_before = self._proxy_up
+        was, self._proxies_up[via] = self._proxies_up.get(via), change[1]
+        key = via if len(self.proxies) > 1 else ""
+        if not change[1]:
+            proto.on_proxy_lost(key)
+        actions: list[Action] = []
+        if self._proxy_up != any_before:
+            # Cut off from every proxy, nobody confirms a suspicion: the protocol declares at once.
+            actions = proto.on_proxy_health(bool(self._proxy_up), now)
         if was is None:
             return actions
         if change[1]:
             self.proxy_reconnects += 1
         kind: EventKind = "proxy_up" if change[1] else "proxy_down"
-        log.info("peer %s: %s (%s)", self.uuid[:8], kind, self.proxy)
-        self._emit(PeerEvent(kind, proto.proxy_uuid or "", self.proxy, time.time()))
+        log.info("peer %s: %s (%s)", self.uuid[:8], kind, via)
+        known = proto.proxies.get(key)
+        self._emit(PeerEvent(kind, known[0] if known else "", via, time.time()))
         return actions
 
     def _failed(self, what: str) -> None:

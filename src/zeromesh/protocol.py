@@ -245,8 +245,21 @@ class PeerProtocol:
         #: Every entry, listed or not (see :class:`State`); :meth:`snapshot` lists the live ones.
         self.peers: dict[str, _Known] = {}
         self.counters = Counters()
+        #: The latest welcome's proxy (uuid, XSUB endpoint), of any proxy.
         self.proxy_uuid: str | None = None
         self.proxy_endpoint: str | None = None
+        #: Several proxies (docs/scaling.md "Several proxies"): the proxy a
+        #: welcome came *via* (the XPUB the socket layer read it on, "" for
+        #: one proxy) -> (its uuid, its XSUB endpoint). Our proxy PUB is
+        #: connected to every XSUB listed here.
+        self.proxies: dict[str, tuple[str, str]] = {}
+        #: Proxies that welcomed us and have not echoed our C since: we keep
+        #: announcing until each has (or is lost, :meth:`on_proxy_lost`).
+        self._unechoed: set[str] = set()
+        #: Our stamp per proxy instance (a C echoed by each proxy is stamped by it).
+        self._own_stamps: dict[str, Stamp] = {}
+        #: The resync check (:meth:`_missed_entries`) ran for :attr:`known_dir`.
+        self._resync_checked = False
         #: Our incarnation: raised each time we refute a claim about us.
         self.incarnation = 0
         #: Our own directory position, from the proxy's stamp on our echoed ``C``.
@@ -335,14 +348,28 @@ class PeerProtocol:
             self.phase = Phase.ANNOUNCING
         return []
 
-    def on_frame(self, msg: Message, now: float) -> list[Action]:
+    def on_frame(self, msg: Message, now: float, via: str = "") -> list[Action]:
+        """A discovery frame, read from the proxy *via* (its XPUB endpoint; ""
+        with one proxy). With several proxies every frame comes once per
+        proxy: each handler is idempotent (a duplicate is ignored, counted)."""
         self.counters.frames += 1
         if msg.command is Command.WELCOME:
-            return self._on_welcome(msg, now)
+            return self._on_welcome(msg, now, via)
         if msg.command is Command.CONNECT:
             self._note_seq(msg)
-            return self._on_connect(msg, now)
+            return self._on_connect(msg, now, via)
         return self._on_disconnect(msg, now)
+
+    def on_proxy_lost(self, via: str) -> None:
+        """The connection to the proxy *via* went down: stop waiting for its
+        echo (the survivors carry us; its next welcome re-announces us)."""
+        self._unechoed.discard(via)
+        if self.phase is Phase.READY and not self._unechoed:
+            self._next_send = None
+
+    def proxy_endpoints(self) -> list[str]:
+        """Every proxy XSUB endpoint our proxy PUB is connected to."""
+        return sorted({ep for _, ep in self.proxies.values()})
 
     def tick(self, now: float) -> list[Action]:
         """Called on every loop turn (the seed's ``while`` body)."""
@@ -355,9 +382,9 @@ class PeerProtocol:
                 return self._finish("timeout", now)
             if b.announce_every_turn or (self._next_send is not None and now >= self._next_send):
                 out.append(self._send(Command.DISCONNECT, now))
-        elif self.phase is Phase.ANNOUNCING and (
+        elif (self.phase is Phase.ANNOUNCING or (self.phase is Phase.READY and self._unechoed)) and (
             # Not "while not self.ready": after a re-welcome we are still in our
-            # own table, yet must retry until the new proxy echoes our C.
+            # own table, yet must retry until the new proxy (each of several) echoes our C.
             b.announce_every_turn or (self._next_send is not None and now >= self._next_send)
         ):
             out.append(self._send(Command.CONNECT, now))
@@ -393,7 +420,7 @@ class PeerProtocol:
         self._subscribed = subscribed
         if not subscribed or self.behaviour.announce_every_turn:
             return []
-        if self.phase is Phase.ANNOUNCING:
+        if self.phase is Phase.ANNOUNCING or (self.phase is Phase.READY and self._unechoed):
             return [self._send(Command.CONNECT, now)]
         if self.phase is Phase.LEAVING:
             return [self._send(Command.DISCONNECT, now)]
@@ -447,14 +474,20 @@ class PeerProtocol:
 
     # --- handlers ------------------------------------------------------------
 
-    def _on_welcome(self, msg: Message, now: float) -> list[Action]:
+    def _on_welcome(self, msg: Message, now: float, via: str = "") -> list[Action]:
         out: list[Action] = []
         b = self.behaviour
-        if msg.endpoint != self.proxy_endpoint:
-            if self.proxy_endpoint is not None:
-                out.append(DisconnectProxy(self.proxy_endpoint))
-            out.append(ConnectProxy(msg.endpoint))
-            self._subscribed = False
+        before = self.proxies.get(via)
+        if before is None or before[1] != msg.endpoint:
+            # Per proxy: a second proxy's welcome adds its XSUB, never replaces
+            # the first one's (one shared state would flip-flop between them).
+            others = {ep for v, (_, ep) in self.proxies.items() if v != via}
+            if before is not None and before[1] not in others:
+                out.append(DisconnectProxy(before[1]))
+            if msg.endpoint not in others:
+                out.append(ConnectProxy(msg.endpoint))
+                self._subscribed = False
+        self.proxies[via] = (msg.uuid, msg.endpoint)
         self.proxy_uuid, self.proxy_endpoint = msg.uuid, msg.endpoint
         # Every welcome, not only a new proxy's: after a partition heals the
         # same proxy welcomes us again, and its directory is the only way back
@@ -466,11 +499,14 @@ class PeerProtocol:
         elif self.phase is Phase.WAITING or (b.reannounce_on_welcome and self.phase is not Phase.DONE):
             if self.phase is Phase.READY:
                 self.counters.reannounced += 1
-            if self._welcomed and b.incarnations:
-                # We were away from the proxy: it may have declared us dead
+            if before is not None and b.incarnations:
+                # We were away from this proxy: it may have declared us dead
                 # (an obituary we never heard), so come back as a new incarnation.
                 self._bump(None)
             self.phase = Phase.ANNOUNCING
+            # The first echo (through any proxy) makes us READY again; the
+            # retry goes on until this proxy has echoed us too.
+            self._unechoed.add(via)
             self._retry = b.retry_first
             # Send at once: the first C may be lost while the proxy's
             # subscription is in flight; the backoff retry covers that.
@@ -486,6 +522,7 @@ class PeerProtocol:
             return []
         self.known_dir = stamp
         self._heard_seqs.clear()
+        self._resync_checked = False
         info = ext.dir_info(msg.ext)
         out: list[Action] = []
         for e in entries:
@@ -543,10 +580,10 @@ class PeerProtocol:
             return True
         return bound == key
 
-    def _on_connect(self, msg: Message, now: float) -> list[Action]:
+    def _on_connect(self, msg: Message, now: float, via: str = "") -> list[Action]:
         inc = self._incarnation(msg)
         if msg.uuid == self.uuid:
-            return self._on_own_connect(msg, inc, now)
+            return self._on_own_connect(msg, inc, now, via)
         out: list[Action] = []
         if not self._key_ok(msg.uuid, msg):
             self.counters.ignored["foreign-key"] += 1
@@ -590,7 +627,7 @@ class PeerProtocol:
             out.append(self._send(Command.CONNECT, now, schedule=False))
         return out
 
-    def _on_own_connect(self, msg: Message, inc: int | None, now: float) -> list[Action]:
+    def _on_own_connect(self, msg: Message, inc: int | None, now: float, via: str = "") -> list[Action]:
         out: list[Action] = []
         if msg.endpoint != self.endpoint:
             # Somebody claims our uuid elsewhere: re-assert ourselves.
@@ -603,9 +640,19 @@ class PeerProtocol:
         stamp = ext.stamp(msg.ext)
         if stamp is not None:
             self.own_stamp = stamp
+            self._own_stamps[stamp.proxy] = stamp
+            if len(self._own_stamps) > MAX_HEARD_SEQS:
+                del self._own_stamps[next(iter(self._own_stamps))]
+        self._unechoed.discard(via)
         if self.phase is Phase.ANNOUNCING:
             self.phase = Phase.READY
+        if self.phase is Phase.READY and not self._unechoed:
             self._next_send = None
+        k = self.known_dir
+        if k is not None and stamp is not None and stamp.proxy == k.proxy and not self._resync_checked:
+            # Once per welcome, on the echo from the proxy that handed us the
+            # directory (with several, the first echo may come from another).
+            self._resync_checked = True
             if self._missed_entries():
                 # Ask the peers we may have missed to re-announce (see _should_reannounce).
                 self.counters.resyncs += 1
@@ -626,8 +673,10 @@ class PeerProtocol:
         if self.phase is not Phase.READY:
             return False  # our retry loop is announcing us anyway
         known = ext.known(newcomer.ext)
-        mine = self.own_stamp
-        if known is None or mine is None or known.proxy != mine.proxy:
+        # Our stamp from the proxy its directory came from; none (it used
+        # another proxy than any that echoed us): the conservative rule.
+        mine = None if known is None else self._own_stamps.get(known.proxy)
+        if known is None or mine is None:
             return True
         if not ext.flag(newcomer.ext, ext.RESYNC):
             # Its welcome listed every entry up to k, and it hears every C
@@ -645,7 +694,8 @@ class PeerProtocol:
     def _missing_seqs(self) -> list[int] | None:
         """The entries numbered between what we know and our own that we never
         heard (None when too many to name: then every later one re-announces)."""
-        k, mine = self.known_dir, self.own_stamp
+        k = self.known_dir
+        mine = None if k is None else self._own_stamps.get(k.proxy)
         if k is None or mine is None or mine.seq - k.seq > MAX_MISSING_NAMED:
             return None
         return [s for s in range(k.seq + 1, mine.seq) if s not in self._heard_seqs]
@@ -654,7 +704,8 @@ class PeerProtocol:
         """On hearing our own stamped C: did we miss an entry numbered below
         ours? Every such entry's C was forwarded before ours, so a gap means
         it went out between our welcome and our subscription."""
-        k, mine = self.known_dir, self.own_stamp
+        k = self.known_dir
+        mine = None if k is None else self._own_stamps.get(k.proxy)
         return k is not None and mine is not None and k.proxy == mine.proxy and k.seq < mine.seq - 1
 
     def _on_disconnect(self, msg: Message, now: float) -> list[Action]:

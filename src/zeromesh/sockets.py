@@ -22,6 +22,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,7 @@ class PeerSockets:
         policy: SocketPolicy,
         bind: str,
         advertise: str | None,
-        proxy: str,
+        proxy: str | Sequence[str],
         monitor_data: bool,
         security: Security | None = None,
         data_hwm: int = DEFAULT_DATA_HWM,
@@ -137,8 +138,15 @@ class PeerSockets:
         #: monitor PAIR socket -> (monitored socket, its role)
         self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], Role]] = {}
         self.data_monitor: zmq.Socket[Any] | None = None
-        #: Liveness of the connection to the proxy's XPUB (proxy_down/proxy_up).
+        #: Liveness of the connection to the proxy's XPUB (proxy_down/proxy_up):
+        #: the first proxy's monitor; :attr:`proxy_monitors` has every proxy's.
         self.proxy_monitor: zmq.Socket[Any] | None = None
+        #: One proxy SUB per proxy, so that a welcome says which proxy sent it:
+        #: SUB -> the proxy's XPUB endpoint (one SUB on two XPUBs cannot tell).
+        self.proxy_subs: dict[zmq.Socket[Any], str] = {}
+        #: proxy SUB monitor -> the proxy's XPUB endpoint.
+        self.proxy_monitors: dict[zmq.Socket[Any], str] = {}
+        proxies = [proxy] if isinstance(proxy, str) else list(proxy)
         try:
             # The allow-list's ZAP handler, up before the data PUB binds.
             self.gate = security.gate(self.ctx) if security else None
@@ -153,20 +161,24 @@ class PeerSockets:
                 # a new XSUB connection is seen even while the old one is still
                 # attached; only the protocol's empty topic is applied.
                 transport.make_manual(self.proxy_pub, security is not None)
-            self.proxy_sub = self._socket(zmq.SUB, Role.PROXY_SUB)
-            # Only the chosen proxy sends here; its largest frame is a welcome.
-            transport.limit(self.proxy_sub, transport.MAX_WELCOME)
-            # A full inbound pipe plus ZMTP heartbeats aborts the process in
-            # libzmq 4.3 (stream_engine_base.cpp "!_io_error": zeromq/libzmq
-            # #4364, #4767): a starved peer's proxy SUB hit the default 1000
-            # frames while 100 peers joined, and 1-3 of 4 host processes died.
-            self.proxy_sub.setsockopt(zmq.RCVHWM, PROXY_SUB_HWM)
-            # Subscribe before connecting, or the welcome is lost.
-            self.proxy_sub.setsockopt(zmq.SUBSCRIBE, b"")
-            if monitor_proxy:  # before connecting, or its first handshake is missed
-                self.proxy_monitor = self._monitor(self.proxy_sub, Role.PROXY_SUB)
-            self.proxy_sub.connect(proxy)
-            self._after_bind(self.proxy_sub)
+            for via in proxies:
+                sub = self._socket(zmq.SUB, Role.PROXY_SUB)
+                self.proxy_subs[sub] = via
+                # Only the chosen proxy sends here; its largest frame is a welcome.
+                transport.limit(sub, transport.MAX_WELCOME)
+                # A full inbound pipe plus ZMTP heartbeats aborts the process in
+                # libzmq 4.3 (stream_engine_base.cpp "!_io_error": zeromq/libzmq
+                # #4364, #4767): a starved peer's proxy SUB hit the default 1000
+                # frames while 100 peers joined, and 1-3 of 4 host processes died.
+                sub.setsockopt(zmq.RCVHWM, PROXY_SUB_HWM)
+                # Subscribe before connecting, or the welcome is lost.
+                sub.setsockopt(zmq.SUBSCRIBE, b"")
+                if monitor_proxy:  # before connecting, or its first handshake is missed
+                    self.proxy_monitors[self._monitor(sub, Role.PROXY_SUB)] = via
+                sub.connect(via)
+                self._after_bind(sub)
+            self.proxy_sub = next(iter(self.proxy_subs))
+            self.proxy_monitor = next(iter(self.proxy_monitors), None)
             self.data_sub = self._socket(zmq.SUB, Role.DATA_SUB)
             # Anyone may announce a PUB: bound what one message can cost.
             # Never below a proof (a data PUB's welcome): it would drop every connection.
@@ -356,8 +368,8 @@ class PeerSockets:
                 return
             self._closed = True
         monitored = {id(owner) for owner, _ in self.monitors.values()}
-        for name in ("data_pub", "data_sub", "proxy_pub", "proxy_sub"):
-            s: zmq.Socket[Any] | None = getattr(self, name, None)
+        socks: list[zmq.Socket[Any] | None] = [getattr(self, n, None) for n in ("data_pub", "data_sub", "proxy_pub")]
+        for s in [*socks, *self.proxy_subs]:
             if s is None or s.closed:
                 continue
             if self.policy.linger_when is LingerWhen.BEFORE_CLOSE:

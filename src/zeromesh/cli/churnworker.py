@@ -9,7 +9,7 @@ import argparse
 
 from ..harness import churn
 from . import common
-from .peer import add_peer_arguments, bind_of, peer_options
+from .peer import add_peer_arguments, bind_of, peer_options, proxies_of
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def run(a: argparse.Namespace) -> int:
     except ValueError as exc:
         return common.fail("churn-worker", exc)
     settings = churn.WorkerSettings(
-        proxy=a.proxy,
+        proxy=tuple(proxies_of(a)),
         lifetime=a.seconds if a.seconds is not None else 2.0,
         bind=bind_of(a),
         advertise=a.advertise,

@@ -39,8 +39,9 @@ def _uuid(text: str) -> str:
 def add_peer_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that describe a peer (also used by the harness's churn worker)."""
     g = p.add_argument_group("mesh")
-    _flag(g, "proxy", type=common.connect_endpoint, default=common.DEFAULT_PROXY,
-          help="the proxy's well-known XPUB endpoint (default %(default)s)")  # fmt: skip
+    _flag(g, "proxy", type=common.connect_endpoint, action="append", metavar="ENDPOINT",
+          help=f"a proxy's well-known XPUB endpoint (default {common.DEFAULT_PROXY}); repeat it for "
+               "several proxies: the peer announces through all and stays in the mesh while any one is up")  # fmt: skip
     life = g.add_mutually_exclusive_group()
     _flag(life, "seconds", seed="seconds", type=common.seconds(0, strict=True), metavar="N",
           help="lifetime in seconds, then leave")  # fmt: skip
@@ -103,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_security_arguments(p)
 
 
+def proxies_of(a: argparse.Namespace) -> list[str]:
+    """Every ``--proxy`` given, in order (the default proxy when none was)."""
+    return list(a.proxy or [common.DEFAULT_PROXY])
+
+
 def peer_options(a: argparse.Namespace) -> tuple[Tuning, SeedBehaviour]:
     """The typed settings the peer flags ask for. Raises ``ValueError`` for a
     contradiction between flags."""
@@ -157,7 +163,7 @@ def run(a: argparse.Namespace) -> int:
     except (ValueError, SecurityError) as exc:
         return common.fail("peer", exc)
     peer = Peer(
-        a.proxy,
+        proxies_of(a),
         bind=bind_of(a),
         advertise=a.advertise,
         uuid=a.uuid,
@@ -180,7 +186,7 @@ def run(a: argparse.Namespace) -> int:
             peer.start()
         except (ValueError, OSError, TimeoutError, zmq.ZMQError) as exc:  # ZMQError is not an OSError
             return common.fail("peer", f"cannot start: {exc}")
-        log.info("peer %s: data PUB %s, proxy %s", peer.uuid, peer.endpoint, a.proxy)
+        log.info("peer %s: data PUB %s, proxy %s", peer.uuid, peer.endpoint, " ".join(peer.proxies))
         while not peer.wait_done(0.2):
             pass
     finally:

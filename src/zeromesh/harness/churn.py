@@ -37,7 +37,7 @@ from . import hangdemo
 class WorkerSettings:
     """One worker's peers, typed (``zeromesh churn-worker`` parses its flags into this)."""
 
-    proxy: str
+    proxy: str | tuple[str, ...]
     lifetime: float
     bind: str = "tcp://127.0.0.1:0"
     advertise: str | None = None
