@@ -222,3 +222,16 @@ def drain(p: Peer) -> list[PeerEvent]:
     while (ev := p.next_event(0)) is not None:
         out.append(ev)
     return out
+
+
+def test_cli_takes_proxy_more_than_once() -> None:
+    import argparse
+
+    from zeromesh.cli import common
+    from zeromesh.cli.peer import add_peer_arguments, proxies_of
+
+    p = argparse.ArgumentParser()
+    add_peer_arguments(p)
+    a, b = "tcp://127.0.0.1:5601", "tcp://127.0.0.1:5602"
+    assert proxies_of(p.parse_args(["--proxy", a, "--proxy", b])) == [a, b]
+    assert proxies_of(p.parse_args([])) == [common.DEFAULT_PROXY]
