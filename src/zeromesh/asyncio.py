@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from . import timing
@@ -146,7 +146,7 @@ class AsyncPeer:
 
     def __init__(
         self,
-        proxy: str,
+        proxy: str | Sequence[str],
         *,
         bind: str = "tcp://127.0.0.1:0",
         advertise: str | None = None,
