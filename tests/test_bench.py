@@ -65,7 +65,16 @@ def test_join_zeromesh_is_far_faster_than_classic() -> None:
 
 def test_discovery_real_mesh_matches_the_state_machines(tmp_path: Path, fonts_loaded: None) -> None:
     png = tmp_path / "d.png"
-    r = discovery.bench_discovery(real_sizes=(12,), sim_sizes=(12,), png=png)
+    # In a fresh interpreter: after a few hundred other tests in this process,
+    # the 20-peer mixed mesh sometimes did not converge (not yet understood;
+    # never seen in a process of its own: the closing note of stop 7).
+    code = (
+        "import json, sys; from pathlib import Path; from zeromesh.bench import discovery; "
+        "r = discovery.bench_discovery(real_sizes=(12,), sim_sizes=(12,), png=Path(sys.argv[1])); "
+        "print(json.dumps(r, default=str))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True, timeout=50, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
     check_shape(r, "discovery")
     by = {row["peer"]: row for row in r["rows"]}
     # O(N): one C to 13 subscribers (plus retries that beat their echo under load)
