@@ -389,7 +389,7 @@ def test_behind_a_seed_proxy_a_flooded_proxy_pub_is_rebuilt(ctx: zmq.Context[Any
         assert rss() - base < 40 * MB
         # sleep: zmq_proxy passes the flooder's unsubscriptions upstream once its
         # XPUB notices it left; until then each reconnect of a proxy PUB gets the junk again
-        time.sleep(1.0)
+        time.sleep(1.0)  # sleep: the scenario, as said above
         # Each peer's rebuilt proxy PUB reconnected: a newcomer still hears from them.
         assert newcomer_joins(cproxy, peers, within=3.0)  # type: ignore[arg-type]
         assert data_flows(peers[0], peers[1:])
