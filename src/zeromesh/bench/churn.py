@@ -22,6 +22,7 @@ from ..harness import procs
 from ..lines import read_json_line
 from ..peer import Peer
 from ..proxy import Proxy
+from ..testing.netns import zeromesh_argv
 from ..testing.waits import wait_for
 from .common import WAIT_CAP, Result, send_line, stop_all
 
@@ -30,17 +31,7 @@ class _LongLived:
     """A ``zeromesh peer --long-lived`` child whose events are counted."""
 
     def __init__(self, proxy: str, classic: bool) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "zeromesh",
-            "peer",
-            "--proxy",
-            proxy,
-            "--long-lived",
-            "--events",
-            "jsonl",
-        ]
+        cmd = zeromesh_argv("peer", "--proxy", proxy, "--long-lived")
         self.proc = subprocess.Popen(
             cmd + (["--classic"] if classic else []),
             stdout=subprocess.PIPE,

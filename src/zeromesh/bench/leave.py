@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from ..peer import Peer
 from ..protocol import Behaviour
 from ..proxy import Proxy
 from ..sockets import SocketPolicy
+from ..testing.netns import zeromesh_argv
 from ..testing.waits import wait_for
 from .common import WAIT_CAP, Recorder, Result, classic_config, mesh, ms, percentiles
 
@@ -59,18 +59,7 @@ def _leave_lane(classic: bool, existing: int, leaves: int) -> tuple[list[float],
 def _process_exit(proxy: str, lifetime: float, classic: bool, rec: Recorder, timeout: float) -> dict[str, Any] | None:
     """Run ``zeromesh peer --seconds`` and time its D (seen by an observer
     peer) to the process's exit (``waitpid`` returned)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "zeromesh",
-        "peer",
-        "--proxy",
-        proxy,
-        "--seconds",
-        str(lifetime),
-        "--events",
-        "jsonl",
-    ] + (["--classic"] if classic else [])
+    cmd = zeromesh_argv("peer", "--proxy", proxy, "--seconds", str(lifetime)) + (["--classic"] if classic else [])
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     exited: list[float] = []
 
