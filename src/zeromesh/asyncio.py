@@ -158,6 +158,8 @@ class AsyncPeer:
         seed: SeedBehaviour | None = None,
         meta: Mapping[str, str] | None = None,
         receive_own: bool = False,
+        publishes: Sequence[bytes] | None = None,
+        subscribes: Sequence[bytes] | None = None,
     ) -> None:
         self._events: _Bridge[PeerEvent] = _Bridge(max_queued)
         self._messages: _Bridge[DataMessage] = _Bridge(max_queued)
@@ -175,6 +177,8 @@ class AsyncPeer:
             seed=seed,
             meta=meta,
             receive_own=receive_own,
+            publishes=publishes,
+            subscribes=subscribes,
         )
         self._closing: asyncio.Task[bool] | None = None
         self._attached = False

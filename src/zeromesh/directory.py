@@ -54,6 +54,9 @@ class Entry:
     proves: bool = False
     #: The liveness probe has reached its endpoint at least once (verified).
     probed: bool = False
+    #: The topic prefixes it announced (None: everything), handed to newcomers.
+    publishes: ext.Topics = None
+    subscribes: ext.Topics = None
 
 
 DropReason = Literal["left", "expired", "replaced", "evicted"]
@@ -98,6 +101,8 @@ class Directory:
         self.dropped: Counter[str] = Counter()
         #: Metadata pairs dropped from announcements (wrong type, over the bound).
         self.bad_meta = 0
+        #: Topic lists dropped from announcements (read as everything).
+        self.bad_topics = 0
         #: Joins and leaves since the owner last drained them (bounded).
         self.changes: list[Change] = []
         self.joins = 0
@@ -160,7 +165,11 @@ class Directory:
         self.seq += 1
         meta, bad = ext.meta(msg.ext)
         self.bad_meta += bad
-        entry = Entry(msg.endpoint, self.seq, meta, now, inc, inc is not None and ext.flag(msg.ext, ext.PROVES))
+        pub, bad_pub = ext.read_topics(msg.ext, ext.PUBLISHES)
+        sub, bad_sub = ext.read_topics(msg.ext, ext.SUBSCRIBES)
+        self.bad_topics += bad_pub + bad_sub
+        proves = inc is not None and ext.flag(msg.ext, ext.PROVES)
+        entry = Entry(msg.endpoint, self.seq, meta, now, inc, proves, publishes=pub, subscribes=sub)
         self._change(Change("join", msg.uuid, msg.endpoint))
         self.entries[msg.uuid] = entry
         self._at.setdefault(msg.endpoint, set()).add(msg.uuid)
@@ -185,6 +194,10 @@ class Directory:
             d: dict[str, Any] = {"t": round(e.since + wall_offset, 3)}
             if e.meta:
                 d["m"] = dict(e.meta)
+            if e.publishes is not None:
+                d[ext.PUBLISHES] = ext.encode_topics(e.publishes)
+            if e.subscribes is not None:
+                d[ext.SUBSCRIBES] = ext.encode_topics(e.subscribes)
             st = self.state(e)
             if st != "alive":
                 d["st"] = st

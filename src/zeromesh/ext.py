@@ -23,18 +23,31 @@ key       frames         meaning
 ``b``     C, D           the CURVE public key the proxy saw the frame come from
 ``meta``  C              the announcer's metadata ``{key: value}`` (bound: :mod:`zeromesh.metadata`)
 ``dx``    W              per listed member: ``{uuid: {"m": metadata, "t": unix time listed,
-                         "st": "joining" | "suspect"}}`` (``m`` left out when empty, ``st`` when alive)
+                         "st": "joining" | "suspect", "pub": .., "sub": ..}}`` (``m`` left out
+                         when empty, ``st`` when alive, ``pub``/``sub`` when everything)
+``pub``   C              the topic prefixes the announcer publishes (absent: everything)
+``sub``   C              the topic prefixes it subscribes to (absent: everything)
 ========= ============== ==============================================================
+
+Topics are bytes and JSON has none: each prefix travels as standard base64
+(with padding). Of the encodings JSON carries without escaping, base64 is the
+most compact (4/3; hex doubles), and its size does not depend on the bytes
+(text would escape a control byte to six characters), so the bound on a frame
+is exact: at most :data:`MAX_TOPICS` prefixes of :data:`MAX_TOPIC_BYTES` per
+side, :data:`MAX_TOPICS_JSON` bytes of JSON for both.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import metadata
+from .errors import ConfigError
 
 PROXY = "p"
 SEQ = "s"
@@ -48,6 +61,8 @@ OBITUARY = "o"
 BINDING = "b"
 META = "meta"
 DIR_INFO = "dx"
+PUBLISHES = "pub"
+SUBSCRIBES = "sub"
 
 #: The largest incarnation accepted: exact in every JSON reader (IEEE doubles).
 MAX_INCARNATION = 2**53 - 1
@@ -55,6 +70,21 @@ MAX_INCARNATION = 2**53 - 1
 MAX_MISSING = 256
 #: A CURVE public key in Z85 is 40 characters.
 KEY_LEN = 40
+#: Interest-scoped connections: at most this many topic prefixes a peer
+#: publishes, and as many it subscribes to (each a data SUB subscription and a
+#: trie entry in every publisher it connects to) ...
+MAX_TOPICS = 16
+#: ... each at most this many bytes (a subscription is one message of 1 + this
+#: on the wire, under the data PUB's ``MAXMSGSIZE``).
+MAX_TOPIC_BYTES = 64
+_MAX_TOPIC_B64 = 4 * ((MAX_TOPIC_BYTES + 2) // 3)
+#: Both topic lists of one member as JSON at most: ``"pub":[..],"sub":[..],``
+#: with every prefix quoted and separated (2.9 KB).
+MAX_TOPICS_JSON = 2 * (8 + MAX_TOPICS * (_MAX_TOPIC_B64 + 3))
+
+#: Topic prefixes: None is everything (the default, and what a classic peer or
+#: an older zeromesh peer, which sends no list, means).
+Topics = tuple[bytes, ...] | None
 
 
 def _int(value: object, top: int = MAX_INCARNATION) -> int | None:
@@ -250,3 +280,70 @@ def dir_info(ext: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if not isinstance(info, dict):
         return {}
     return {u: v for u, v in info.items() if isinstance(u, str) and isinstance(v, dict)}
+
+
+# --- topics (interest-scoped connections) ------------------------------------------
+
+
+def encode_topics(topics: tuple[bytes, ...]) -> list[str]:
+    return [base64.b64encode(t).decode("ascii") for t in topics]
+
+
+def read_topics(ext: Mapping[str, Any], key: str) -> tuple[Topics, bool]:
+    """The topic prefixes under *key* (``pub``/``sub``) of a remote frame or
+    directory entry: (prefixes, False); absent: (None, False). A malformed
+    list (not a list, too many, not base64, too long) is dropped whole and
+    read as everything, (None, True): an unreadable publisher costs a
+    connection, never the data the application wants."""
+    value = ext.get(key)
+    if value is None:
+        return None, False
+    if not isinstance(value, list) or len(value) > MAX_TOPICS:
+        return None, True
+    out: list[bytes] = []
+    for item in value:
+        if not isinstance(item, str) or len(item) > _MAX_TOPIC_B64:
+            return None, True
+        try:
+            topic = base64.b64decode(item.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            return None, True
+        if len(topic) > MAX_TOPIC_BYTES:
+            return None, True
+        out.append(topic)
+    return tuple(dict.fromkeys(out)), False
+
+
+def validate_topics(value: object, name: str) -> Topics:
+    """Local topic prefixes (the API's ``publishes``/``subscribes``), checked:
+    None (everything) or a sequence of bytes within the bound, as a tuple
+    without duplicates. ``TypeError`` or :class:`ConfigError` naming *name*."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview, str)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be None or a list of bytes, not {type(value).__name__}")
+    if len(value) > MAX_TOPICS:
+        raise ConfigError(f"{name} has {len(value)} topics; at most {MAX_TOPICS}")
+    for t in value:
+        if not isinstance(t, bytes):
+            raise TypeError(f"{name}: topics must be bytes, not {type(t).__name__}")
+        if len(t) > MAX_TOPIC_BYTES:
+            raise ConfigError(f"{name}: topic {t[:16]!r}... is {len(t)} bytes; at most {MAX_TOPIC_BYTES}")
+    return tuple(dict.fromkeys(value))
+
+
+def overlaps(publishes: Topics, subscribes: Topics) -> bool:
+    """Does a publisher of *publishes* carry anything a subscriber of
+    *subscribes* wants? Prefixes match either way: a published ``a`` may carry
+    ``ab..``, which a subscription ``ab`` wants; a published ``abc`` is
+    within a subscription ``a``. None (everything) overlaps anything non-empty."""
+    if publishes is None:
+        return subscribes is None or bool(subscribes)
+    if subscribes is None:
+        return bool(publishes)
+    return any(p.startswith(s) or s.startswith(p) for p in publishes for s in subscribes)
+
+
+def covers(publishes: Topics, topic: bytes) -> bool:
+    """Is *topic* within the declared *publishes* prefixes?"""
+    return publishes is None or any(topic.startswith(p) for p in publishes)

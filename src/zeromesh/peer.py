@@ -27,6 +27,7 @@ import zmq
 
 from . import ext, metadata, timing, transport, wire
 from .endpoints import validate_bind, validate_endpoint, validate_host
+from .errors import ConfigError
 from .logs import RateLimitedLog
 from .options import MAX_SECONDS, SeedBehaviour, Tuning, check_number, layer_settings
 from .protocol import (
@@ -109,6 +110,9 @@ class PeerStats:
     proxy_up: bool | None
     #: Per proxy (its XPUB endpoint): is the connection up (None: not yet)?
     proxies_up: dict[str, bool | None] = field(default_factory=dict)
+    #: Data connections to other peers' PUBs (all of them in a full mesh; with
+    #: ``subscribes``, only to the publishers of those topics).
+    data_connections: int = 0
 
 
 def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
@@ -151,6 +155,8 @@ class Peer:
         meta: Mapping[str, str] | None = None,
         receive_own: bool = False,
         max_message_size: int = transport.DEFAULT_MAX_MESSAGE_SIZE,
+        publishes: Sequence[bytes] | None = None,
+        subscribes: Sequence[bytes] | None = None,
     ) -> None:
         """Check every argument (``TypeError``/:class:`~zeromesh.errors.ConfigError`
         naming it); nothing starts until :meth:`start`.
@@ -191,6 +197,14 @@ class Peer:
         :param max_message_size: bound in bytes on one data message received;
             a larger one drops the connection to its publisher unread (libzmq's
             ``MAXMSGSIZE``), so an attacker's huge frame costs nothing.
+        :param publishes: the topic prefixes this peer publishes (None:
+            everything). Announced; :meth:`publish` refuses a topic outside
+            them (``ConfigError``). At most ``ext.MAX_TOPICS`` prefixes of
+            ``ext.MAX_TOPIC_BYTES`` bytes each.
+        :param subscribes: the topic prefixes this peer receives (None:
+            everything). Its data SUB connects only to the peers whose
+            ``publishes`` overlap them (interest-scoped connections); every
+            member is still listed (:meth:`peers`, events). Same bound.
         """
         if isinstance(proxy, str):
             proxy = [proxy]
@@ -219,6 +233,8 @@ class Peer:
         self.seed = _arg("seed", seed, SeedBehaviour) or SeedBehaviour()
         self.behaviour, self.policy = layers or layer_settings(self.tuning, self.seed)
         self.meta = metadata.validate(meta, "meta")
+        self.publishes = ext.validate_topics(publishes, "publishes")
+        self.subscribes = ext.validate_topics(subscribes, "subscribes")
         if not isinstance(receive_own, bool):
             raise TypeError(f"receive_own must be a bool, not {type(receive_own).__name__}")
         self.receive_own = receive_own
@@ -371,6 +387,7 @@ class Peer:
             proxy_reconnects=self.proxy_reconnects,
             proxy_up=self._proxy_up,
             proxies_up=dict(self._proxies_up),
+            data_connections=proto.data_connections() if proto is not None else 0,
         )
 
     @property
@@ -398,9 +415,13 @@ class Peer:
 
     def publish(self, topic: bytes, payload: bytes) -> None:
         """Send to every peer subscribed to *topic*'s prefix (all, by default).
-        Thread-safe; never blocks (PUB drops for slow subscribers at the HWM)."""
+        Thread-safe; never blocks (PUB drops for slow subscribers at the HWM).
+        With ``publishes``, a topic outside those prefixes is a ``ConfigError``
+        (its subscribers are not connected to this peer: it would be lost)."""
         if self._sockets is None:
             raise RuntimeError("peer not started")
+        if self.publishes is not None and not ext.covers(self.publishes, topic):
+            raise ConfigError(f"topic {topic[:32]!r} is outside publishes={list(self.publishes)!r}")
         self._sockets.publish([topic, self._uuid_bytes, payload])
         self.published += 1
 
@@ -438,6 +459,8 @@ class Peer:
                 data_hwm=self.data_hwm,
                 monitor_proxy=True,
                 max_message_size=self.max_message_size,
+                publishes=self.publishes,
+                subscribes=self.subscribes,
             )
         except BaseException as exc:  # reported to start()'s caller
             self._start_error = exc
@@ -447,7 +470,14 @@ class Peer:
         self._sockets = sockets
         self.endpoint = sockets.endpoint
         self._conns = self._connection_table(sockets)
-        proto = PeerProtocol(self.uuid, sockets.endpoint, self.behaviour, self.meta)
+        proto = PeerProtocol(
+            self.uuid,
+            sockets.endpoint,
+            self.behaviour,
+            self.meta,
+            publishes=self.publishes,
+            subscribes=self.subscribes,
+        )
         proto.watch_subscription = self.policy.watch_subscription
         try:
             sockets.prove(self.uuid, proto.incarnation)

@@ -28,6 +28,14 @@ Membership that a forged frame cannot rewrite (docs/membership.md):
 * **suspicion**: an expired peer is *suspect*, not forgotten: its endpoint keeps
   being dialled (libzmq's reconnect pace) until it proves itself again, a ``D``
   or the proxy's obituary ends it, or :data:`~zeromesh.timing.REVIVE_WINDOW`.
+
+Interest-scoped connections (issue 13.4): membership stays full (every member
+is listed), but the data connection is made only to members whose published
+topic prefixes overlap ours subscribed (:func:`zeromesh.ext.overlaps`; None,
+the default, is everything: the full mesh). A member we are not connected to
+cannot prove itself nor be watched by our monitor: it is listed on the
+proxy's word (the seed's trust), never expires here, and leaves on its ``D``
+or the proxy's obituary.
 """
 
 from __future__ import annotations
@@ -205,6 +213,9 @@ class _Known:
     meta: Mapping[str, str] = field(default_factory=dict)
     #: Its data PUB proves its uuid: listed (again) only on that proof.
     proves: bool = False
+    #: The topic prefixes it publishes and subscribes to (None: everything).
+    publishes: ext.Topics = None
+    subscribes: ext.Topics = None
 
 
 @dataclass
@@ -234,13 +245,28 @@ class PeerProtocol:
     """One peer's view of the mesh, and what it must do next."""
 
     def __init__(
-        self, uuid: str, endpoint: str, behaviour: Behaviour | None = None, meta: Mapping[str, str] | None = None
+        self,
+        uuid: str,
+        endpoint: str,
+        behaviour: Behaviour | None = None,
+        meta: Mapping[str, str] | None = None,
+        *,
+        publishes: ext.Topics = None,
+        subscribes: ext.Topics = None,
     ) -> None:
         self.uuid = uuid
         self.endpoint = endpoint
         self.behaviour = behaviour or Behaviour()
         #: Our own metadata (checked by the caller), sent in every ``C``.
         self.meta: Mapping[str, str] = dict(meta or {})
+        #: Our topic prefixes (checked by the caller; None: everything), sent in every ``C``.
+        self.publishes = publishes
+        self.subscribes = subscribes
+        self._topics_ext: dict[str, list[str]] = {
+            key: ext.encode_topics(t)
+            for key, t in ((ext.PUBLISHES, publishes), (ext.SUBSCRIBES, subscribes))
+            if t is not None
+        }
         self.phase = Phase.WAITING
         #: Every entry, listed or not (see :class:`State`); :meth:`snapshot` lists the live ones.
         self.peers: dict[str, _Known] = {}
@@ -268,7 +294,11 @@ class PeerProtocol:
         self.known_dir: Stamp | None = None
         #: Directory positions heard past :attr:`known_dir` (see :meth:`_note_seq`).
         self._heard_seqs: set[int] = set()
+        #: Entries per endpoint (a reused port may have several).
         self._refs: Counter[str] = Counter()
+        #: Endpoints our data SUB is connected to (ConnectData sent): those of
+        #: entries we want data from (:meth:`_wants`), ours included.
+        self._connected: set[str] = set()
         self._down_since: dict[str, float] = {}
         #: uuid -> when a pending claim or a suspect is given up.
         self._waiting: dict[str, float] = {}
@@ -317,7 +347,17 @@ class PeerProtocol:
         return {u: (k.endpoint, k.state) for u, k in self.peers.items()}
 
     def connected_endpoints(self) -> dict[str, int]:
-        return dict(self._refs)
+        """Endpoint -> entries there, of the endpoints our data SUB is connected to."""
+        return {ep: n for ep, n in self._refs.items() if ep in self._connected}
+
+    def data_connections(self) -> int:
+        """Data connections to other peers (safe to read from another thread)."""
+        return len(self._connected) - (self.endpoint in self._connected)
+
+    def wants(self, uuid: str) -> bool:
+        """Do we want *uuid*'s data (is it, or would it be, connected)?"""
+        k = self.peers.get(uuid)
+        return k is not None and self._wants(uuid, k.publishes)
 
     def pending_connections(self) -> int:
         """Listed peers' data connections not reported up yet, plus claims not
@@ -456,7 +496,7 @@ class PeerProtocol:
         return []
 
     def on_data_disconnected(self, endpoint: str, now: float) -> None:
-        if endpoint != self.endpoint and self._live_at(endpoint):
+        if endpoint != self.endpoint and endpoint in self._connected and self._live_at(endpoint):
             self._down_since.setdefault(endpoint, now)
 
     def on_proof(self, uuid: str, endpoint: str, now: float) -> list[Action]:
@@ -531,8 +571,9 @@ class PeerProtocol:
                 continue
             if self.behaviour.tombstones and self._tombs.blocks(e.uuid, inc, now):
                 continue
-            meta = self._read_meta(info.get(e.uuid, {}).get("m"))
-            out.extend(self._add(e.uuid, e.endpoint, inc, now, meta, e.proves))
+            details = info.get(e.uuid, {})
+            meta = self._read_meta(details.get("m"))
+            out.extend(self._add(e.uuid, e.endpoint, inc, now, meta, e.proves, self._read_topics(details)))
         return out
 
     def _note_seq(self, msg: Message) -> None:
@@ -776,6 +817,8 @@ class PeerProtocol:
         e: dict[str, Any] = {}
         if command is Command.CONNECT and self.meta:
             e[ext.META] = dict(self.meta)
+        if command is Command.CONNECT:
+            e.update(self._topics_ext)
         if self.behaviour.incarnations:
             e[ext.INCARNATION] = self.incarnation
             if command is Command.CONNECT and self.proves:
@@ -797,8 +840,9 @@ class PeerProtocol:
         return Send(Message(command, self.uuid, self.endpoint, e))
 
     def _up_here(self, uuid: str, k: _Known) -> bool:
-        """Our own connection to this listed member is up (not down, not suspected)."""
-        return k.endpoint not in self._down_since and uuid not in self._suspected
+        """Our own connection to this listed member is up (not down, not
+        suspected). Never for a member we are not connected to: we cannot tell."""
+        return k.endpoint in self._connected and k.endpoint not in self._down_since and uuid not in self._suspected
 
     def _clear_suspicion(self, endpoint: str) -> None:
         for u in [u for u in self._suspected if self.peers.get(u) is None or self.peers[u].endpoint == endpoint]:
@@ -836,9 +880,24 @@ class PeerProtocol:
             self.counters.ignored["bad-meta"] += dropped
         return meta
 
+    def _read_topics(self, value: Mapping[str, Any]) -> tuple[ext.Topics, ext.Topics]:
+        """A remote member's (publishes, subscribes); a malformed list reads as
+        everything (see :func:`zeromesh.ext.read_topics`), dropped and counted."""
+        pub, bad_pub = ext.read_topics(value, ext.PUBLISHES)
+        sub, bad_sub = ext.read_topics(value, ext.SUBSCRIBES)
+        if bad_pub or bad_sub:
+            self.counters.ignored["bad-topics"] += bad_pub + bad_sub
+        return pub, sub
+
+    def _wants(self, uuid: str, publishes: ext.Topics) -> bool:
+        """Is a member publishing *publishes* one we connect to? Always
+        ourselves (the socket layer decides about our own PUB)."""
+        return uuid == self.uuid or ext.overlaps(publishes, self.subscribes)
+
     def _add_announced(self, msg: Message, inc: int | None, now: float) -> list[Action]:
         proves = inc is not None and ext.flag(msg.ext, ext.PROVES)
-        return self._add(msg.uuid, msg.endpoint, inc, now, self._read_meta(msg.ext.get(ext.META)), proves)
+        meta = self._read_meta(msg.ext.get(ext.META))
+        return self._add(msg.uuid, msg.endpoint, inc, now, meta, proves, self._read_topics(msg.ext))
 
     def _add(
         self,
@@ -848,19 +907,25 @@ class PeerProtocol:
         now: float,
         meta: Mapping[str, str] = metadata.EMPTY,
         proves: bool = False,
+        topics: tuple[ext.Topics, ext.Topics] = (None, None),
     ) -> list[Action]:
         """A new entry. A member whose data PUB proves its uuid is listed once
-        it has (:meth:`on_proof`); others at once (the seed's trust)."""
+        it has (:meth:`on_proof`); others at once (the seed's trust). Only the
+        members we want data from are connected to; the proof comes over that
+        connection, so the others are listed at once too (the proxy's word)."""
         out: list[Action] = []
         b = self.behaviour
-        proves = proves and b.require_proof and uuid != self.uuid
+        wanted = self._wants(uuid, topics[0])
+        proves = proves and b.require_proof and uuid != self.uuid and wanted
         held = self._refs[endpoint] > 0
+        connected = endpoint in self._connected
         live_up = held and endpoint not in self._down_since and self._live_at(endpoint)
-        self.peers[uuid] = _Known(endpoint, now, inc, State.PENDING, meta, proves)
+        self.peers[uuid] = _Known(endpoint, now, inc, State.PENDING, meta, proves, *topics)
         self._refs[endpoint] += 1
-        if not held:
+        if wanted and (not held or not connected):
+            self._connected.add(endpoint)
             out.append(ConnectData(endpoint))
-        elif not live_up:
+        elif wanted and not live_up:
             # Ports are reused: whoever held this endpoint is down or unproven.
             # Dial afresh so the newcomer's proof (or handshake) comes now,
             # not after the dead one's reconnect backoff.
@@ -868,7 +933,7 @@ class PeerProtocol:
             out.append(ConnectData(endpoint))
         if not proves and not live_up:
             out.extend(self._promote(uuid, now))
-            if endpoint != self.endpoint and b.expire and held:
+            if endpoint != self.endpoint and b.expire and held and endpoint in self._connected:
                 self._down_since[endpoint] = now  # its own grace, not the dead one's
         else:
             # Unproven, or a classic claim on an endpoint a live peer holds:
@@ -902,8 +967,10 @@ class PeerProtocol:
             and not k.proves
             and k.endpoint not in self._down_since
             and self._refs[k.endpoint] == 1
+            and k.endpoint in self._connected
         ):
-            # A classic member counts as down until the monitor reports it connected.
+            # A classic member counts as down until the monitor reports it connected
+            # (one we are not connected to is never watched: it leaves on D or obituary).
             self._down_since[k.endpoint] = now
         if was is State.SUSPECT:
             self.counters.revived += 1
@@ -929,8 +996,10 @@ class PeerProtocol:
         if self._refs[ep] <= 0 and not keep_connection:
             del self._refs[ep]
             self._down_since.pop(ep, None)
-            times = 2 if self.behaviour.duplicate_disconnect else 1
-            out.append(DisconnectData(ep, own=uuid == self.uuid, times=times))
+            if ep in self._connected:
+                self._connected.discard(ep)
+                times = 2 if self.behaviour.duplicate_disconnect else 1
+                out.append(DisconnectData(ep, own=uuid == self.uuid, times=times))
         listed = known.state is State.LIVE and uuid != self.uuid
         if listed:
             self.counters.leaves += 1

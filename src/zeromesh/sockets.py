@@ -100,6 +100,13 @@ class SocketPolicy:
         )
 
 
+def data_subscriptions(subscribes: ext.Topics) -> list[bytes]:
+    """What the data SUB subscribes to: everything, or the prefixes the peer
+    subscribes to plus a data PUB's proof (its welcome; the SUB filters what
+    it receives too, and would drop the proof)."""
+    return [b""] if subscribes is None else [*subscribes, ext.PROOF_MAGIC]
+
+
 class PeerSockets:
     """The four sockets of a peer, on a context of their own.
 
@@ -119,13 +126,18 @@ class PeerSockets:
         data_hwm: int = DEFAULT_DATA_HWM,
         monitor_proxy: bool = False,
         max_message_size: int = transport.DEFAULT_MAX_MESSAGE_SIZE,
+        publishes: ext.Topics = None,
+        subscribes: ext.Topics = None,
     ) -> None:
         self.policy = policy
         self.data_hwm = data_hwm
         self.security = security
         self.max_message_size = max_message_size
-        #: The data PUB's subscriptions (it is an XPUB_MANUAL: see zeromesh.transport).
-        self.data_filter = transport.SubscriptionFilter()
+        #: The data PUB's subscriptions (it is an XPUB_MANUAL: see zeromesh.transport):
+        #: everything, the proof's prefix, and the application topics within what we publish.
+        self.data_filter = transport.SubscriptionFilter(
+            transport.ALLOWED_TOPICS | {ext.PROOF_MAGIC}, topics=lambda t: ext.overlaps(publishes, (t,))
+        )
         #: The data PUB's welcome (see :meth:`prove`), once armed.
         self._proof: bytes | None = None
         self.proxy_filter = transport.SubscriptionFilter()
@@ -185,7 +197,8 @@ class PeerSockets:
             transport.limit(self.data_sub, max(max_message_size, ext.MAX_PROOF))
             if policy.disable_reconnect:
                 self.data_sub.setsockopt(zmq.RECONNECT_IVL, -1)
-            self.data_sub.setsockopt(zmq.SUBSCRIBE, b"")
+            for topic in data_subscriptions(subscribes):
+                self.data_sub.setsockopt(zmq.SUBSCRIBE, topic)
             self._after_bind(self.data_sub)
             self._after_bind(self.proxy_pub)
             if monitor_data:

@@ -20,8 +20,10 @@ keeps only where told to:
   subscriber sends, in a trie that costs about 90 bytes per topic byte
   (measured: 20,000 topics of 60 bytes = 105 MB), and libzmq has no cap and no
   way to drop one connection. So the sockets that publish are ``XPUB_MANUAL``
-  (:class:`SubscriptionFilter`): only the topics the protocol uses are applied,
-  topics are kept short by ``MAXMSGSIZE``, and a socket whose stored junk
+  (:class:`SubscriptionFilter`): only the topics the protocol uses are applied
+  (and, on a data PUB, at most :data:`MAX_APPLIED_TOPICS` distinct application
+  topics: interest-scoped subscribers), topics are kept short by
+  ``MAXMSGSIZE``, and a socket whose stored junk
   passes :data:`MAX_JUNK_SUBSCRIPTIONS` is rebuilt (closing it is the only way
   libzmq frees the trie; honest subscribers reconnect on their own).
 """
@@ -38,7 +40,7 @@ from typing import Any
 
 import zmq
 
-from . import directory, metadata, timing, wire
+from . import directory, ext, metadata, timing, wire
 from .endpoints import MAX_ENDPOINT_LEN, WILDCARD_HOSTS, canonical, parse_tcp
 from .errors import WireError
 
@@ -55,17 +57,20 @@ _JSON_PER_ENDPOINT_BYTE = 3
 MAX_META_JSON = _JSON_PER_META_BYTE * metadata.MAX_TOTAL_BYTES + 6 * metadata.MAX_PAIRS + 2
 #: The largest discovery frame a peer sends: 295 bytes plus an extension with
 #: its metadata (6.2 KB escaped at worst), a directory stamp, an incarnation,
-#: flags and up to 256 missed sequence numbers (~2.3 KB): under 9 KB. The
+#: flags, up to 256 missed sequence numbers (~2.3 KB) and its topic prefixes
+#: (:data:`zeromesh.ext.MAX_TOPICS_JSON`, 2.9 KB): under 12 KB. The
 #: proxy's XSUB refuses longer frames, so a slow subscriber queues at most
 #: ``SNDHWM`` of these (1000 x 16 KB = 16 MB) and a 200 MB frame costs nothing.
 MAX_DISCOVERY_FRAME = 16 * 1024
 #: One directory entry in the welcome's JSON: ``["uuid","endpoint",inc,1],`` with
 #: the endpoint escaped, and its listing info ``"uuid":{"t":..,"m":{..},"st":".."},``
-#: with the metadata escaped, plus 64 bytes of room for per-entry fields.
-MAX_ENTRY_JSON = (8 + 36 + _JSON_PER_ENDPOINT_BYTE * MAX_ENDPOINT_LEN + 24) + (36 + 48 + MAX_META_JSON) + 64
+#: with the metadata escaped and its topic prefixes, plus 64 bytes of room for per-entry fields.
+MAX_ENTRY_JSON = (
+    (8 + 36 + _JSON_PER_ENDPOINT_BYTE * MAX_ENDPOINT_LEN + 24) + (36 + 48 + MAX_META_JSON) + ext.MAX_TOPICS_JSON + 64
+)
 #: The largest welcome a zeromesh proxy sends: a classic frame, the extension
 #: magic, the stamp and the directory at its cap (10,000 entries: 73 MB at
-#: most, ~1 MB for 10,000 entries without metadata). Peers' proxy SUBs accept
+#: most, ~1 MB for 10,000 entries without metadata or topics). Peers' proxy SUBs accept
 #: up to this and nothing larger: only the proxy they chose sends to them. A
 #: welcome that would be larger goes out without its directory (see Proxy).
 MAX_WELCOME = wire.FRAME_SIZE + len(wire.EXT_MAGIC) + 256 + directory.MAX_ENTRIES * MAX_ENTRY_JSON
@@ -73,8 +78,9 @@ MAX_WELCOME = wire.FRAME_SIZE + len(wire.EXT_MAGIC) + 256 + directory.MAX_ENTRIE
 #: XPUB, a peer's data PUB and proxy PUB). libzmq applies ``MAXMSGSIZE`` to the
 #: handshake's commands too: a NULL-mechanism READY is ~30 bytes, CURVE's
 #: HELLO 200 and INITIATE ~300. The limit caps a junk topic's size (and so its
-#: trie cost); the empty topic the protocol uses is one byte.
-SUBSCRIBER_MAX_MSG = 64
+#: trie cost); the empty topic the protocol uses is one byte, an application
+#: topic prefix (interest-scoped subscribers) one plus at most 64.
+SUBSCRIBER_MAX_MSG = 1 + ext.MAX_TOPIC_BYTES
 SUBSCRIBER_MAX_MSG_CURVE = 512
 #: Default bound on one data message a peer accepts (``Peer(max_message_size=)``).
 #: A larger message drops the connection to its publisher (libzmq reconnects).
@@ -88,6 +94,11 @@ MAX_QUEUED_BYTES = 32 * 1024 * 1024
 #: trie per byte = 1.5 MB at most (12 MB with CURVE's larger limit). Honest
 #: subscribers send none.
 MAX_JUNK_SUBSCRIPTIONS = 256
+#: Distinct application topic prefixes a data PUB applies for its
+#: interest-scoped subscribers (each sends at most ``ext.MAX_TOPICS``): 512 x
+#: 64 bytes x ~90 bytes of trie per byte = 2.9 MB at most. Honest meshes use a
+#: few (10 in the benchmark); past the cap a new prefix counts as junk.
+MAX_APPLIED_TOPICS = 512
 
 #: The subscription every socket of the protocol sends: everything.
 ALLOWED_TOPICS = frozenset({b""})
@@ -123,9 +134,21 @@ class SubscriptionFilter:
     of the junk libzmq still stores (it keeps every received topic until the
     connection ends, when it reports the matching unsubscriptions)."""
 
-    def __init__(self, allowed: frozenset[bytes] = ALLOWED_TOPICS, cap: int = MAX_JUNK_SUBSCRIPTIONS) -> None:
+    def __init__(
+        self,
+        allowed: frozenset[bytes] = ALLOWED_TOPICS,
+        cap: int = MAX_JUNK_SUBSCRIPTIONS,
+        topics: Callable[[bytes], bool] | None = None,
+        max_topics: int = MAX_APPLIED_TOPICS,
+    ) -> None:
         self.allowed = allowed
         self.cap = cap
+        #: Which application topics may be applied too (a data PUB's: those
+        #: within what it publishes), at most *max_topics* distinct ones.
+        self.topics = topics
+        self.max_topics = max_topics
+        #: Applied application topic -> subscriptions to it now.
+        self.applied: Counter[bytes] = Counter()
         #: Junk topics stored now (received minus released), by our count.
         self.junk = 0
         #: Junk subscriptions seen in all (a counter for stats).
@@ -138,6 +161,23 @@ class SubscriptionFilter:
     def reset(self) -> None:
         """The socket was rebuilt: libzmq's stored topics went with it."""
         self.junk = 0
+        self.applied.clear()
+
+    def _apply_topic(self, subscribe: bool, topic: bytes) -> bool:
+        """Count an application topic's (un)subscription; False: not one we apply."""
+        if self.topics is None:
+            return False
+        if not subscribe:
+            if topic not in self.applied:
+                return False
+            self.applied[topic] -= 1
+            if self.applied[topic] <= 0:
+                del self.applied[topic]
+            return True
+        if (topic in self.applied or len(self.applied) < self.max_topics) and self.topics(topic):
+            self.applied[topic] += 1
+            return True
+        return False
 
     def read(self, sock: zmq.Socket[Any], budget: int = 1000) -> list[bool]:
         """Drain up to *budget* messages; return one entry per allowed
@@ -154,6 +194,8 @@ class SubscriptionFilter:
             if topic in self.allowed:
                 sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
                 out.append(subscribe)
+            elif self._apply_topic(subscribe, topic):
+                sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
             elif subscribe:
                 self.junk += 1
                 self.refused += 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from .. import metadata, wire
+from .. import ext, metadata, wire
 from ..errors import SecurityError, WireError
 from ..options import SeedBehaviour, Tuning
 from ..sockets import LingerWhen
@@ -100,6 +100,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"metadata announced with this peer (repeatable; at most {metadata.MAX_PAIRS} pairs, "
                         f"{metadata.MAX_TOTAL_BYTES} bytes)")  # fmt: skip
     o.add_argument("--receive-own", action="store_true", help="also receive this peer's own published messages")
+    o.add_argument("--publishes", action="append", metavar="TOPIC",
+                   help="a topic prefix this peer publishes (repeatable; default: everything; "
+                        f"at most {ext.MAX_TOPICS} of {ext.MAX_TOPIC_BYTES} bytes)")  # fmt: skip
+    o.add_argument("--subscribes", action="append", metavar="TOPIC",
+                   help="a topic prefix this peer subscribes to (repeatable; default: everything): it "
+                        "connects only to peers publishing it, and still lists every member")  # fmt: skip
     common.add_metrics_argument(o)
     common.add_security_arguments(p)
 
@@ -149,6 +155,14 @@ def peer_options(a: argparse.Namespace) -> tuple[Tuning, SeedBehaviour]:
     return tuning, dataclasses.replace(seed, **s)
 
 
+def topics_of(values: list[str] | None, name: str) -> ext.Topics:
+    """A repeatable topic flag as checked prefixes (None when not given). The
+    text's bytes as given on the command line (undecodable ones round-trip)."""
+    if values is None:
+        return None
+    return ext.validate_topics([v.encode("utf-8", "surrogateescape") for v in values], name)
+
+
 def bind_of(a: argparse.Namespace) -> str:
     return str(a.bind or f"tcp://127.0.0.1:{a.port}")
 
@@ -160,6 +174,8 @@ def run(a: argparse.Namespace) -> int:
         tuning, seed = peer_options(a)
         sec = common.security_from_arguments(a)
         meta = metadata.parse_pairs(a.meta)
+        publishes = topics_of(a.publishes, "--publishes")
+        subscribes = topics_of(a.subscribes, "--subscribes")
     except (ValueError, SecurityError) as exc:
         return common.fail("peer", exc)
     peer = Peer(
@@ -174,6 +190,8 @@ def run(a: argparse.Namespace) -> int:
         seed=seed,
         meta=meta,
         receive_own=a.receive_own,
+        publishes=publishes,
+        subscribes=subscribes,
     )
     # Before the peer joins: a metrics address that cannot be served is a usage error.
     metrics, code = common.start_metrics("peer", peer, a.metrics)
