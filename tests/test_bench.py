@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zeromesh import Peer, timing
-from zeromesh.bench import churn, converge, data, discovery, idle, join, leave, proxy, pyre, scaling
+from zeromesh.bench import churn, converge, data, discovery, idle, interest, join, leave, proxy, pyre, scaling
 from zeromesh.bench.common import write_result
 from zeromesh.cli import build_parser, main
 from zeromesh.errors import ConfigError
@@ -134,6 +134,26 @@ def test_scaling_simulation_joins_cost_one_frame_to_n_plus_one(n: int) -> None:
     check_shape(r, "scaling")
     (row,) = r["rows"]
     assert row["data connections full mesh"] == n * (n - 1)
+
+
+def test_interest_scoped_mesh_makes_only_the_wanted_connections() -> None:
+    r = interest.bench_interest(sizes=(10,), topics=5, per_host=5, timeout=30.0)
+    check_shape(r, "interest")
+    scoped, full = r["rows"]
+    assert scoped["mesh"] == "interest, 5 topics" and full["mesh"] == "full mesh" and scoped["processes"] == 2
+    # Each of 10 peers wants the 2 publishers of the topic it subscribes to; the full mesh, 9 each.
+    assert (scoped["data connections"], scoped["wanted"]) == (20, 20) and full["data connections"] == 90
+    assert scoped["connected ms"] is not None and full["connected ms"] is not None
+    assert scoped["RSS per peer MB"] > 0 and scoped["fds per peer"] < full["fds per peer"]
+    # A size whose hosts cannot hold the full mesh is reported, not run.
+    assert interest.largest_full_mesh(25, 20_000) == 389 and interest.full_mesh_fds(500, 25) > 20_000
+
+
+def test_scaling_counts_interest_scoped_connections_on_the_state_machines() -> None:
+    j = scaling.simulate_interest(100, 10)
+    assert j["connections"] == 10 and j["listed"] == 100  # connected to one topic's publishers, lists all
+    (row,) = scaling.bench_scaling(sizes=(100,))["rows"]
+    assert row["data connections, 10 topics"] == 100 * 10
 
 
 def test_leave_is_seen_by_everyone_and_processes_exit_cleanly() -> None:

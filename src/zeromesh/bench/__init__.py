@@ -8,4 +8,4 @@ itself, so a child pays only for its own module.
 """
 
 #: Benchmark names (each a module here), in the order ``zeromesh bench all`` runs them.
-NAMES = ("join", "converge", "idle", "leave", "discovery", "data", "proxy", "scaling", "churn", "pyre")
+NAMES = ("join", "converge", "idle", "leave", "discovery", "data", "proxy", "scaling", "interest", "churn", "pyre")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import resource
@@ -85,6 +86,13 @@ def host_main(argv: Sequence[str]) -> int:
         help="raw: heartbeats on the connections to the next WATCH endpoints (a ring) only, "
         f"and the PUB's every {WATCH_PUB_IVL:g} s: the cost of watching a few peers each",
     )
+    ap.add_argument(
+        "--topics",
+        type=int,
+        default=0,
+        help="interest-scoped: peer i (counted from --first) publishes topic i %% T and subscribes to (i + 1) %% T",
+    )
+    ap.add_argument("--first", type=int, default=0, help="the mesh-wide index of this host's first peer")
     ap.add_argument("--timeout", type=float, default=WAIT_CAP)
     a = ap.parse_args(argv)
     if a.raw:
@@ -99,7 +107,7 @@ def host_main(argv: Sequence[str]) -> int:
     if a.no_kick:
         pol = dataclasses.replace(pol, kick=False)
 
-    say(armed=True, t_main=t_main)
+    say(armed=True, t_main=t_main, rss=_rss())
     if not a.now and sys.stdin.readline().strip() != "go":
         return 1
     t_go, cpu0, threads0 = time.time(), _cpu(), _thread_cpu()
@@ -109,8 +117,10 @@ def host_main(argv: Sequence[str]) -> int:
             a.proxy,
             layers=(b, pol),
             on_event=lambda ev: ready.append(ev.t) if ev.kind == "ready" else None,
+            publishes=topic_roles(a.first + i, a.topics)[0],
+            subscribes=topic_roles(a.first + i, a.topics)[1],
         ).start()
-        for _ in range(a.k)
+        for i in range(a.k)
     ]
     t_started = time.time()
     t_known, t_conn = _watch(peers, a.n, a.timeout)
@@ -130,11 +140,33 @@ def host_main(argv: Sequence[str]) -> int:
         sent=sum(c.sent for c in counters),
         resyncs=sum(c.resyncs for c in counters),
         reannounced=sum(c.reannounced for c in counters),
+        connections=sum(p.stats().data_connections for p in peers),
+        rss=_rss(),
+        fds=len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None,
     )
     sys.stdin.readline()  # "stop", or EOF when the parent is gone
     stop_all(peers)
     say(stopped=True)
     return 0
+
+
+def topic_roles(i: int, topics: int) -> tuple[list[bytes] | None, list[bytes] | None]:
+    """Peer *i*'s (publishes, subscribes) in an interest-scoped mesh of
+    *topics* topics (0: the full mesh, both None): it publishes one topic and
+    subscribes to the next, round-robin, so each peer wants the N / *topics*
+    publishers of one topic, itself not among them."""
+    if topics <= 0:
+        return None, None
+    return [b"t%d" % (i % topics)], [b"t%d" % ((i + 1) % topics)]
+
+
+def _rss() -> int | None:
+    """This process's resident set in bytes (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _thread_cpu() -> dict[str, tuple[str, float]]:
@@ -305,8 +337,9 @@ class Hosts:
         self.procs: list[subprocess.Popen[str]] = []
         counts = [per_host] * (n // per_host) + ([n % per_host] if n % per_host else [])
         self.t_spawn = time.time()
-        for k in counts:
+        for first, k in zip(itertools.accumulate([0, *counts]), counts, strict=False):
             cmd = [sys.executable, "-m", "zeromesh.bench.converge", "--k", str(k), "--n", str(n)]
+            cmd += ["--first", str(first)]
             cmd += ["--timeout", str(timeout)] + (["--proxy", proxy] if proxy else ["--raw"])
             cmd += (["--classic"] if classic else []) + (["--now"] if now else [])
             cmd += ([] if heartbeats else ["--no-heartbeats"]) + list(extra)

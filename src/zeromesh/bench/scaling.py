@@ -11,9 +11,11 @@ the protocol's own output (frames it sends, frames the directory forwards);
 what is timed is the real code on this machine (a directory handling a ``C``,
 a welcome encoded, a peer handling a newcomer's ``C``).
 
-Rows for what is not built (interest-scoped connections, redundant proxies,
-watching a few peers instead of heartbeating all) are arithmetic on the same
-counts, marked as such.
+Interest-scoped connections are counted on the state machines too
+(:func:`simulate_interest`): a directory of N members announcing their topics,
+and a newcomer whose welcome import decides which data connections it makes.
+Rows for what is not built (redundant proxies, watching a few peers instead
+of heartbeating all) are arithmetic on the same counts, marked as such.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import wire
+from .. import ext, wire
 from ..directory import Directory
-from ..protocol import Behaviour, PeerProtocol, Send
+from ..protocol import Behaviour, ConnectData, PeerProtocol, Send
 from .common import Result
 
 PROXY = "00000000-0000-4000-8000-0000000000ff"
@@ -125,6 +127,39 @@ def simulate_join(n: int, sample: int = 10) -> dict[str, Any]:
     }
 
 
+def simulate_interest(n: int, topics: int) -> dict[str, Any]:
+    """A newcomer joining a mesh of *n* whose members announce their topics
+    (member i publishes topic i mod *topics* and subscribes to the next, as in
+    ``zeromesh bench interest``): how many data connections its welcome import
+    makes (each peer of the mesh is in the same position: times *n* + 1 for the
+    mesh), how large the welcome is, and what the import costs."""
+    d = Directory(PROXY, max_entries=n + 1)
+
+    def roles(i: int) -> dict[str, Any]:
+        pub, sub = b"t%d" % (i % topics), b"t%d" % ((i + 1) % topics)
+        return {"i": 0, ext.PUBLISHES: ext.encode_topics((pub,)), ext.SUBSCRIBES: ext.encode_topics((sub,))}
+
+    for i in range(n):
+        d.on_frame(wire.Message(wire.Command.CONNECT, _uuid(i), _endpoint(i), roles(i)), 0.0)
+    welcome = _welcome(d)
+    new = PeerProtocol(
+        _uuid(n),
+        _endpoint(n),
+        Behaviour(expire=False),
+        publishes=(b"t%d" % (n % topics),),
+        subscribes=(b"t%d" % ((n + 1) % topics),),
+    )
+    t0 = time.perf_counter()
+    acts = new.on_frame(welcome, 0.0)
+    import_s = time.perf_counter() - t0
+    return {
+        "connections": sum(1 for a in acts if isinstance(a, ConnectData)),
+        "listed": len(new.snapshot()),
+        "welcome bytes": len(wire.encode(welcome)),
+        "import ms": round(import_s * 1000, 2),
+    }
+
+
 def bench_scaling(
     sizes: Sequence[int] = (100, 1_000, 10_000),
     topics: int = 10,
@@ -134,8 +169,9 @@ def bench_scaling(
     proxy_frames_per_s: float = 29_000.0,
 ) -> Result:
     """Discovery traffic of one join and the standing costs of a mesh of each
-    size: full mesh (built) against interest-scoped connections (not built:
-    each peer publishing one of *topics* topics and subscribing to one),
+    size: full mesh against interest-scoped connections (each peer
+    publishing one of *topics* topics and subscribing to one, counted on the
+    state machines: :func:`simulate_interest`),
     one proxy (built) against *proxies* redundant ones (not built: every
     frame through each), heartbeats on every connection (today) against
     watching 3 peers each (not built). *us_per_ping*, *deliveries_per_s* and
@@ -147,7 +183,9 @@ def bench_scaling(
         # (docs/scaling.md): one sample peer beyond 1,000 keeps the run in minutes.
         j = simulate_join(n, sample=10 if n <= 1_000 else 1)
         full = n * (n - 1)
-        scoped = n * (n // topics)
+        interest = simulate_interest(n, topics)
+        scoped = interest["connections"] * n  # every peer is in the newcomer's position
+        pings_scoped = scoped / 0.5 + scoped / 5.0
         pings_today = full / 0.5 + full / 5.0
         pings_watch = 3 * n / 0.5 + full / 60.0
         rows.append(
@@ -164,9 +202,14 @@ def bench_scaling(
                 "peer per C us": j["peer handles C us"],
                 "joins/s one proxy fans out": round(min(deliveries_per_s / (n + 1), proxy_frames_per_s), 1),
                 "data connections full mesh": full,
-                f"data connections, {topics} topics (not built)": scoped,
+                f"data connections, {topics} topics": scoped,
+                f"newcomer: listed / connected, {topics} topics": f"{interest['listed']} / {interest['connections']}",
+                f"welcome KB, {topics} topics": round(interest["welcome bytes"] / 1024, 1),
+                f"welcome import ms, {topics} topics": interest["import ms"],
                 "fds per peer full mesh": 2 * (n - 1) + 20,
+                f"fds per peer, {topics} topics": 2 * interest["connections"] + 20,
                 "heartbeat CPU cores today": round(pings_today * us_per_ping / 1e6, 2),
+                f"heartbeat CPU cores, {topics} topics": round(pings_scoped * us_per_ping / 1e6, 2),
                 "heartbeat CPU cores, watch 3 (not built)": round(pings_watch * us_per_ping / 1e6, 3),
             }
         )

@@ -89,6 +89,13 @@ def _suite(
             seconds=1.0 if q else 3.0,
         ),
         "scaling": call("scaling", "bench_scaling", sizes=(100, 1_000) if q else (100, 1_000, 10_000)),
+        "interest": call(
+            "interest",
+            "bench_interest",
+            sizes=tuple(sizes) if sizes else (20,) if q else (100, 500),
+            topics=5 if q else 10,
+            per_host=10 if q else 25,
+        ),
         "churn": call(
             "churn", "bench_churn", rates=(0, 5) if q else (0, 5, 10, 20, 40, 80), seconds=2.0 if q else 10.0
         ),
@@ -107,7 +114,7 @@ def run(
     """Run benchmark *which* (or ``all``), write each result to *outdir* and
     print its markdown table; *command* is recorded with the figures.
     *sizes* (mesh sizes) and *rounds* override the defaults of the benchmarks
-    that have them (converge, idle; data takes *rounds*)."""
+    that have them (converge, idle, interest; data takes *rounds*)."""
     suite = _suite(quick, outdir, sizes, rounds)
     names = list(NAMES) if which == "all" else [which]
     results = []

@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", nargs="?", default="all", choices=[*NAMES, "all"])
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds, not minutes")
     p.add_argument("--out", default="docs/perf", help="directory for the JSON, markdown and PNG (default %(default)s)")
-    p.add_argument("--sizes", type=_sizes, help="mesh sizes for converge and idle, comma-separated (e.g. 10,50,100)")
+    p.add_argument(
+        "--sizes", type=_sizes, help="mesh sizes for converge, idle and interest, comma-separated (e.g. 10,50,100)"
+    )
     p.add_argument("--rounds", type=_positive, help="alternating rounds per figure (converge, idle, data)")
 
 
