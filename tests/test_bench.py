@@ -137,9 +137,10 @@ def test_scaling_simulation_joins_cost_one_frame_to_n_plus_one(n: int) -> None:
 
 
 def test_interest_scoped_mesh_makes_only_the_wanted_connections() -> None:
-    r = interest.bench_interest(sizes=(10,), topics=5, per_host=5, timeout=30.0)
+    r = interest.bench_interest(sizes=(10,), topics=5, per_host=5, timeout=30.0, heartbeats_up_to=0)
     check_shape(r, "interest")
     scoped, full = r["rows"]
+    assert not scoped["heartbeats"] and not full["heartbeats"]
     assert scoped["mesh"] == "interest, 5 topics" and full["mesh"] == "full mesh" and scoped["processes"] == 2
     # Each of 10 peers wants the 2 publishers of the topic it subscribes to; the full mesh, 9 each.
     assert (scoped["data connections"], scoped["wanted"]) == (20, 20) and full["data connections"] == 90

@@ -15,6 +15,14 @@ A full mesh holds both ends of every data connection: 2 x (N - 1) file
 descriptors per peer, so a host of K peers needs about K x (2 (N - 1) + 20)
 of its ``ulimit -n``; a size that does not fit is reported as such, with the
 count, instead of being run.
+
+ZMTP heartbeats on every data connection cost a core in proportion to the
+connections (``zeromesh bench idle``: 1.32% of a core per peer at 99 each, so
+~0.013% per connection): 500 peers with 10 topics hold 25,000 connections,
+about 3.3 cores of pings, beyond a 2-core machine (measured: load 620, 19 of 20
+hosts never converged in 180 s). Sizes above *heartbeats_up_to* therefore run
+without heartbeats (peers and the proxy's probe; the ``heartbeats`` column
+says which), and sizes up to it run both ways, for the comparison.
 """
 
 from __future__ import annotations
@@ -69,11 +77,11 @@ def _fds(pids: Sequence[int]) -> list[int]:
     return out
 
 
-def interest_once(n: int, per_host: int, topics: int, timeout: float) -> dict[str, Any]:
+def interest_once(n: int, per_host: int, topics: int, timeout: float, heartbeats: bool = True) -> dict[str, Any]:
     """One mesh of *n* (interest-scoped with *topics* > 0, else the full mesh)."""
     extra = ["--topics", str(topics)] if topics else []
-    with Proxy("tcp://127.0.0.1:0") as proxy:
-        hosts = Hosts(proxy.endpoint, n, per_host, timeout=timeout, extra=extra)
+    with Proxy("tcp://127.0.0.1:0", heartbeats=heartbeats) as proxy:
+        hosts = Hosts(proxy.endpoint, n, per_host, timeout=timeout, heartbeats=heartbeats, extra=extra)
         try:
             pids = [p.pid for p in hosts.procs]
             rss0 = _rss(pids)
@@ -89,6 +97,7 @@ def interest_once(n: int, per_host: int, topics: int, timeout: float) -> dict[st
     wanted = n * (n // topics) if topics else n * (n - 1)
     row: dict[str, Any] = {
         "mesh": f"interest, {topics} topics" if topics else "full mesh",
+        "heartbeats": heartbeats,
         "peers": n,
         "processes": len(res),
         "known ms": ms(max(known) - t0) if None not in known else None,
@@ -113,43 +122,57 @@ def bench_interest(
     topics: int = 10,
     per_host: int = 25,
     timeout: float = 180.0,
+    heartbeats_up_to: int = 100,
 ) -> Result:
     """Interest-scoped meshes of each size against the full mesh of the same
-    size where its hosts' file descriptors fit ``ulimit -n``."""
+    size where its hosts' file descriptors fit ``ulimit -n``; with and without
+    heartbeats up to *heartbeats_up_to* peers, without above (module doc)."""
     limit = fd_budget()
     top = largest_full_mesh(per_host, limit)
     rows: list[dict[str, Any]] = []
     for n in sizes:
-        rows.append(interest_once(n, per_host, topics, timeout))
-        if n <= top:
-            rows.append(interest_once(n, per_host, 0, timeout))
-        else:
-            rows.append(
-                {
-                    "mesh": "full mesh",
-                    "peers": n,
-                    "wanted": n * (n - 1),
-                    "note": f"not run: a host of {per_host} needs {full_mesh_fds(n, per_host)} fds, "
-                    f"ulimit -n is {limit}",
-                }
-            )
+        for hb in (True, False) if n <= heartbeats_up_to else (False,):
+            rows.append(interest_once(n, per_host, topics, timeout, hb))
+            if n <= top:
+                rows.append(interest_once(n, per_host, 0, timeout, hb))
+            else:
+                rows.append(
+                    {
+                        "mesh": "full mesh",
+                        "heartbeats": hb,
+                        "peers": n,
+                        "wanted": n * (n - 1),
+                        "note": f"not run: a host of {per_host} needs {full_mesh_fds(n, per_host)} fds, "
+                        f"ulimit -n is {limit}",
+                    }
+                )
     summary: dict[str, Any] = {
         "ulimit -n": limit,
         "largest full mesh": f"N = {top} with {per_host} peers per host process (2 x (N - 1) + {PEER_BASE_FDS} "
         f"fds per peer); the whole mesh then holds 2 x N x N = {2 * top * top} fds",
     }
-    for n in sizes:
-        scoped = next((r for r in rows if r["peers"] == n and r["mesh"] != "full mesh"), None)
-        full = next((r for r in rows if r["peers"] == n and r["mesh"] == "full mesh" and "note" not in r), None)
-        if scoped and full and full["data connections"]:
-            summary[f"n{n} connections ratio"] = round(scoped["data connections"] / full["data connections"], 3)
-            if scoped["connected ms"] and full["connected ms"]:
-                summary[f"n{n} convergence ratio"] = round(scoped["connected ms"] / full["connected ms"], 2)
-            summary[f"n{n} RSS per peer ratio"] = round(scoped["RSS per peer MB"] / full["RSS per peer MB"], 2)
+    for r in rows:
+        if r["mesh"] == "full mesh" or "note" in r:
+            continue
+        n, hb = r["peers"], r["heartbeats"]
+        full = next((f for f in rows if (f["peers"], f["heartbeats"], f["mesh"]) == (n, hb, "full mesh")), None)
+        if full is None or "note" in full or not full["data connections"]:
+            continue
+        lane = f"n{n} {'hb' if hb else 'no hb'}"
+        summary[f"{lane} connections ratio"] = round(r["data connections"] / full["data connections"], 3)
+        if r["connected ms"] and full["connected ms"]:
+            summary[f"{lane} convergence ratio"] = round(r["connected ms"] / full["connected ms"], 2)
+        summary[f"{lane} RSS per peer ratio"] = round(r["RSS per peer MB"] / full["RSS per peer MB"], 2)
     return {
         "name": "interest",
         "title": f"Interest-scoped connections ({topics} topics) against the full mesh, peers in host processes",
-        "params": {"sizes": list(sizes), "topics": topics, "per_host": per_host, "timeout": timeout},
+        "params": {
+            "sizes": list(sizes),
+            "topics": topics,
+            "per_host": per_host,
+            "timeout": timeout,
+            "heartbeats_up_to": heartbeats_up_to,
+        },
         "rows": rows,
         "summary": summary,
     }
