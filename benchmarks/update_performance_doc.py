@@ -69,6 +69,12 @@ def summary(perf: Path) -> str:
     chc = [x for x in ch.get("rows", []) if x.get("long-lived") == "classic" and x.get("rate /s")]
     top_z, top_c = (chz[-1] if chz else {}), (chc[-1] if chc else {})
     pp, pz = row(py, impl="pyre"), row(py, impl="zeromesh")
+    it = load(perf, "interest")
+    i100, f100 = (
+        row(it, peers=100, heartbeats=True, mesh="interest, 10 topics"),
+        row(it, peers=100, heartbeats=True, mesh="full mesh"),
+    )
+    i500, f500 = row(it, peers=500, mesh="interest, 10 topics"), row(it, peers=500, mesh="full mesh")
     lines = [
         "| benchmark | goal | zeromesh | classic / baseline | met? |",
         "|---|---|---|---|---|",
@@ -114,6 +120,16 @@ def summary(perf: Path) -> str:
             f"RSS {per_departure(chz)} KB/departure (last step) | classic: {top_c.get('CPU % of a core')}% CPU, "
             f"RSS {per_departure(chc)} KB/departure | "
             f"{'yes' if (top_z.get('CPU % of a core') or 100) < 50 else 'no'} (rate limited by the churners) |"
+        ),
+        (
+            f"| interest-scoped connections, 10 topics | a 500-peer mesh across processes, against the full mesh | "
+            f"N = 100: {i100.get('data connections')} connections, {i100.get('connected ms')} ms, "
+            f"{i100.get('RSS per peer MB')} MB/peer; N = 500 ({'' if i500.get('heartbeats') else 'no '}heartbeats): "
+            f"{i500.get('data connections')} connections, {i500.get('connected ms')} ms, "
+            f"{i500.get('RSS per peer MB')} MB/peer | full mesh N = 100: {f100.get('data connections')} connections, "
+            f"{f100.get('connected ms')} ms, {f100.get('RSS per peer MB')} MB/peer; N = 500 "
+            f"{f500.get('note') or str(f500.get('connected ms')) + ' ms'} | "
+            f"{'yes (section 9)' if i500.get('connected ms') else 'no: did not converge'} |"
         ),
         (
             f"| vs Pyre (netns) | side by side | join p50 {pz.get('join p50 ms')} ms, 6-node convergence p50 "
