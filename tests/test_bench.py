@@ -103,11 +103,11 @@ def test_idle_mesh_cpu_is_measured_for_every_lane() -> None:
     check_shape(r, "idle")
     assert [row["impl"] for row in r["rows"]] == [
         "zeromesh",
-        "raw pyzmq, zeromesh's heartbeats",
+        "raw pyzmq, heartbeats on 3 connections per peer",
+        "zeromesh, heartbeats on every data connection (0.2.0)",
+        "raw pyzmq, heartbeats on every connection",
         "zeromesh, no heartbeats",
         "raw pyzmq, no heartbeats",
-        "zeromesh, no heartbeats, no kick timer",
-        "raw pyzmq, heartbeats on 3 connections per peer",
     ]
     for row in r["rows"]:
         assert row["runs"] == 1 and row["CPU % per peer"] >= 0
@@ -189,7 +189,7 @@ def test_data_plane_with_a_large_hwm_loses_nothing_on_either_side() -> None:
 def test_raw_rows_copy_zeromeshs_data_socket_options() -> None:
     pub, sub = data.zeromesh_options(17)
     assert pub["SNDHWM"] == 17 and sub["RCVHWM"] == 17
-    assert pub["HEARTBEAT_IVL"] == 1000 * timing.DATA_PUB_HEARTBEAT_IVL
+    assert pub["HEARTBEAT_IVL"] == 1000 * timing.SLOW_HEARTBEAT_IVL
     assert sub["HEARTBEAT_IVL"] == 1000 * timing.HEARTBEAT_IVL
 
 

@@ -332,9 +332,12 @@ def test_silent_c_peer_is_not_expired(proxy: Proxy, peers: list[Peer]) -> None:
         # heard everyone, after which it has nothing more to say.
         assert wait_for(lambda: {p.uuid for p in zm} <= set(c.table()), 5.0)
         sent = c.sent_c
-        # Longer than the worst expiry path (heartbeat timeout + grace): a C
-        # peer sends nothing on discovery, yet its libzmq answers the pings.
-        silence = timing.HEARTBEAT_IVL + timing.HEARTBEAT_TIMEOUT + timing.EXPIRE_GRACE + 0.5
+        # Longer than the worst expiry path (its watchers' probes come up, then
+        # heartbeat timeout + grace): a C peer sends nothing on discovery, yet
+        # its libzmq answers the pings.
+        silence = (
+            timing.WATCH_SETTLE + timing.WATCH_HEARTBEAT_IVL + timing.HEARTBEAT_TIMEOUT + timing.EXPIRE_GRACE + 0.5
+        )
         deadline = time.monotonic() + silence
         for p in zm:  # events queue up: each peer is watched over the whole silence
             dropped = collect(p, lambda e: e.kind == "leave" and e.uuid == c.uuid, 1, deadline - time.monotonic())

@@ -382,9 +382,10 @@ def test_an_obituary_for_a_listed_member_reads_as_expired() -> None:
 
 
 def test_an_obituary_for_a_member_alive_here_is_a_suspicion_only() -> None:
-    # An overloaded proxy's probe lost it, our connection to it is up: it stays
-    # (it refutes the obituary anyway), and no reconnection is spent on it.
-    p = listed_peer((uid(2), ep(2)))
+    # An overloaded proxy's probe lost it, our heartbeated connection to it is
+    # up: it stays (it refutes the obituary anyway), and no reconnection is
+    # spent on it. watch=None: every data connection heartbeats.
+    p = listed_peer((uid(2), ep(2)), behaviour=Behaviour(watch=None))
     assert p.on_frame(zd(uid(2), ep(2), 0, o=1), 2.0) == []
     assert uid(2) in p.snapshot() and p.counters.ignored["obituary-alive-here"] == 1
     assert not p.tombstoned(uid(2), 2.0)

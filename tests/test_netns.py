@@ -59,6 +59,7 @@ def test_mesh_spans_hosts_and_heals_after_a_partition(mesh: HostMesh) -> None:
     for host, cs in mesh.peers.items():  # each announces its host's address, not the wildcard
         assert all(mesh.endpoint[c].startswith(f"tcp://{mesh.topo.addr(host)}:") for c in cs)
     assert wait_for(mesh.full, START), "no full mesh across hosts"
+    settle_watch()
 
     marks = mesh.marks()
     cut_at = time.time()
@@ -80,6 +81,13 @@ def test_mesh_spans_hosts_and_heals_after_a_partition(mesh: HostMesh) -> None:
     assert mesh.full()
 
 
+def settle_watch() -> None:
+    """The detection bounds are a settled mesh's: each peer dials its probes
+    of the members it watches (heartbeated; data connections have none) up to
+    WATCH_SETTLE after its ring last changed, and their handshakes follow."""
+    time.sleep(timing.WATCH_SETTLE + 0.5)  # sleep: the watchers' probes come up (docs/liveness.md)
+
+
 def blackhole(topo: Topology, host: str, other: str, on: bool) -> None:
     """Drop everything *host* sends to *other* (a route to nowhere)."""
     verb = "add" if on else "del"
@@ -93,6 +101,7 @@ def test_a_partial_partition_heals_by_itself(mesh: HostMesh) -> None:
     lists it again once it proves itself after the path returns (it used to
     stay apart for good: docs/liveness.md)."""
     assert wait_for(mesh.full, START), "no full mesh across hosts"
+    settle_watch()
     marks = mesh.marks()
     cut_at = time.time()
     blackhole(mesh.topo, "a", "b", True)
@@ -100,7 +109,7 @@ def test_a_partial_partition_heals_by_itself(mesh: HostMesh) -> None:
     try:
         # Nobody confirms these suspicions (the proxy sees both sides): declared
         # after the suspicion timeout (docs/membership.md).
-        bound = timing.HEARTBEAT_IVL + timing.HEARTBEAT_TIMEOUT + timing.EXPIRE_GRACE + timing.SUSPECT_TIMEOUT
+        bound = timing.WATCH_HEARTBEAT_IVL + timing.HEARTBEAT_TIMEOUT + timing.EXPIRE_GRACE + timing.SUSPECT_TIMEOUT
         for gone in mesh.across("leave", marks, bound + 3.0):
             assert len(gone) == 2, f"not expired across the partial partition: {gone}"
             worst = max(float(e["t"]) for e in gone.values()) - cut_at

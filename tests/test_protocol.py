@@ -160,7 +160,8 @@ def test_default_reannounces_only_when_the_newcomers_directory_lacks_us(
 def test_a_reannounce_does_not_arm_the_retry_timer() -> None:
     # Regression: a one-off re-announce in READY used to leave a retry deadline
     # that nothing cleared, and the peer's loop spun at 100% CPU on it.
-    for b in (Behaviour(), Behaviour.classic()):
+    # watch=0: the watch set's own deadline is another test's (test_watch_*).
+    for b in (Behaviour(watch=0), Behaviour.classic()):
         p = ready_peer(b)
         assert sends(p.on_frame(C(uid(2), ep(2)), 1.0), Command.CONNECT)
         deadline = p.next_deadline()
@@ -215,7 +216,7 @@ def test_new_uuid_on_a_known_endpoint_replaces_the_old_peer_keeping_the_connecti
 
 
 def test_a_successor_on_a_dead_connection_is_dialled_afresh() -> None:
-    p = ready_peer()
+    p = ready_peer(Behaviour(watch=0))  # only the data connection's deadlines
     p.on_frame(C(uid(2), ep(2)), 1.0)
     p.on_data_connected(ep(2), 1.1)
     p.on_data_disconnected(ep(2), 1.5)  # the predecessor died
@@ -399,7 +400,7 @@ def test_a_welcome_restarts_the_backoff() -> None:
 
 
 def test_expiry_after_the_grace_of_a_data_connection_down_and_not_before() -> None:
-    b = Behaviour()
+    b = Behaviour(watch=0)  # only the data connection's deadlines
     p = ready_peer(b)
     p.on_frame(C(uid(2), ep(2)), 1.0)
     p.on_data_connected(ep(2), 1.01)

@@ -355,9 +355,9 @@ class AsyncProxy:
         self.proxy.request_stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # The proxy's loop checks its stop flag every PROXY_POLL; look a few times as often.
+        # The proxy's loop checks its stop flag every STOP_POLL; look a few times as often.
         while not self.proxy.wait_done(0) and loop.time() < deadline:
-            await asyncio.sleep(timing.PROXY_POLL / 4)  # sleep: bounded wait on the proxy thread's end
+            await asyncio.sleep(timing.STOP_POLL / 4)  # sleep: bounded wait on the proxy thread's end
         return self.proxy.stop(0.5)
 
     def stats(self) -> ProxyStats:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from . import timing
 from .endpoints import DEFAULT_SCHEMES
 from .errors import ConfigError
-from .protocol import Behaviour
+from .protocol import MAX_WATCHED, WATCHED_PEERS, Behaviour
 from .sockets import LingerWhen, SocketPolicy
 
 
@@ -61,8 +61,14 @@ MAX_SECONDS = 86_400.0
 class Tuning:
     """Production knobs of a peer. The defaults are zeromesh's."""
 
-    #: ZMTP heartbeats on every connection: partition and freeze detection.
+    #: ZMTP heartbeats (freeze, host loss and partition detection) on the
+    #: proxy links and the probes of watched members.
     heartbeats: bool = True
+    #: How many members each peer watches with a heartbeated probe (its
+    #: successors on the uuid ring), so each is watched by that many: O(N)
+    #: pings for the mesh. None: heartbeats on every data connection instead
+    #: (every link detects its own partition, at O(N^2) idle CPU).
+    watch: int | None = WATCHED_PEERS
     #: Seconds a known peer's data connection may stay down before it is
     #: declared expired; None: never expire (crash detection off).
     expire_after: float | None = timing.EXPIRE_GRACE
@@ -74,6 +80,8 @@ class Tuning:
     def __post_init__(self) -> None:
         if not isinstance(self.heartbeats, bool):
             raise TypeError(f"heartbeats must be a bool, not {type(self.heartbeats).__name__}")
+        if self.watch is not None:
+            check_number("watch", self.watch, maximum=MAX_WATCHED, integer=True)
         if self.expire_after is not None:
             check_number("expire_after", self.expire_after, strict=True, maximum=MAX_SECONDS)
         check_number("leave_timeout", self.leave_timeout, maximum=MAX_SECONDS)
@@ -146,6 +154,7 @@ def layer_settings(tuning: Tuning, seed: SeedBehaviour) -> tuple[Behaviour, Sock
         duplicate_disconnect=seed.duplicate_disconnect,
         expire=tuning.expire_after is not None and not classic,
         expire_grace=tuning.expire_after if tuning.expire_after is not None else timing.EXPIRE_GRACE,
+        watch=0 if classic or not tuning.heartbeats else tuning.watch,
         leave_timeout=tuning.leave_timeout,
         # The seed's trust: no incarnations, no proof, a C after a D re-adds (docs/membership.md).
         incarnations=not classic,
@@ -162,6 +171,8 @@ def layer_settings(tuning: Tuning, seed: SeedBehaviour) -> tuple[Behaviour, Sock
         disable_reconnect=seed.disable_reconnect,
         monitor_sockets=seed.monitor_sockets,
         heartbeats=tuning.heartbeats and not classic,
+        data_heartbeats=tuning.heartbeats and tuning.watch is None and not classic,
+        probes=tuning.heartbeats and bool(tuning.watch) and not classic,
         watch_subscription=not classic,
     )
     return behaviour, policy

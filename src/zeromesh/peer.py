@@ -43,6 +43,7 @@ from .protocol import (
     PeerEvent,
     PeerProtocol,
     Phase,
+    Probe,
     Send,
 )
 from .security import Security
@@ -113,6 +114,10 @@ class PeerStats:
     #: Data connections to other peers' PUBs (all of them in a full mesh; with
     #: ``subscribes``, only to the publishers of those topics).
     data_connections: int = 0
+    #: Members this peer watches (heartbeated probes: docs/liveness.md), and
+    #: how many of those probes are up.
+    watched: int = 0
+    watched_up: int = 0
 
 
 def _arg(name: str, value: _T | None, kind: type[_T]) -> _T | None:
@@ -280,6 +285,7 @@ class Peer:
         self.protocol: PeerProtocol | None = None
         #: The data SUB's connections: one per resolved address (set up in _run).
         self._conns: transport.ConnectionTable | None = None
+        self._probe_conns: transport.ConnectionTable | None = None
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
 
     # --- lifecycle ----------------------------------------------------------
@@ -367,6 +373,7 @@ class Peer:
         c = proto.counters if proto is not None else None
         with self._lock:
             known = len(self._snapshot.keys() - {self.uuid})
+        watched = proto.watched() if proto is not None else {}
         return PeerStats(
             uuid=self.uuid,
             endpoint=self.endpoint,
@@ -388,6 +395,8 @@ class Peer:
             proxy_up=self._proxy_up,
             proxies_up=dict(self._proxies_up),
             data_connections=proto.data_connections() if proto is not None else 0,
+            watched=len(watched),
+            watched_up=sum(watched.values()),
         )
 
     @property
@@ -470,6 +479,7 @@ class Peer:
         self._sockets = sockets
         self.endpoint = sockets.endpoint
         self._conns = self._connection_table(sockets)
+        self._probe_conns = self._probe_table(sockets)
         proto = PeerProtocol(
             self.uuid,
             sockets.endpoint,
@@ -516,6 +526,10 @@ class Peer:
         poller.register(self._wake_r, zmq.POLLIN)
         if self.policy.watch_subscription:
             poller.register(s.proxy_pub, zmq.POLLIN)
+        if s.probe_sub is not None:
+            # Nothing is subscribed there, but polling makes it process its
+            # commands (a dropped probe's pipe is freed, as the kick does).
+            poller.register(s.probe_sub, zmq.POLLIN)
         start = time.monotonic()
         end = start + self.lifetime if self.lifetime is not None else None
         if self._apply(proto.start(start), s, proto):
@@ -557,6 +571,8 @@ class Peer:
                     actions += proto.on_proof(uuid, endpoint, now)
             if s.data_pub in ready:
                 self._read_subscriptions(s, poller)
+            if s.probe_sub is not None and s.probe_sub in ready:
+                self._drain_probe(s.probe_sub)
             for m in s.monitors:
                 if m in ready:
                     actions += self._read_monitor(s, m, proto, now)
@@ -660,6 +676,28 @@ class Peer:
             poller.unregister(old)
             poller.register(s.data_pub, zmq.POLLIN)
 
+    def _drain_probe(self, probe: zmq.Socket[Any]) -> None:
+        """Discard what a probe receives (a data PUB's proof welcome slips
+        past SUB filtering on some versions): bounded, never blocking."""
+        for _ in range(100):
+            try:
+                probe.recv(NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _probe_table(self, s: PeerSockets) -> transport.ConnectionTable | None:
+        probe = s.probe_sub
+        if probe is None:
+            return None
+        conns = transport.ConnectionTable(
+            lambda ep: self._zmq_call("connect-probe", probe.connect, ep),
+            lambda ep: self._zmq_call("disconnect-probe", probe.disconnect, ep),
+        )
+        for proxy in self.proxies:
+            conns.forbid(proxy, "proxy-endpoint")
+        conns.forbid(s.endpoint, "own-endpoint")
+        return conns
+
     def _connection_table(self, s: PeerSockets) -> transport.ConnectionTable:
         conns = transport.ConnectionTable(
             lambda ep: self._zmq_call("connect-data", s.data_sub.connect, ep),
@@ -683,6 +721,13 @@ class Peer:
                 via = s.proxy_monitors.get(m)
                 if via is not None and m is not s.data_monitor:
                     actions += self._proxy_health(ev, via, proto, now)
+                if m is s.probe_monitor and self._probe_conns is not None and (change := liveness(ev)) is not None:
+                    for endpoint in self._probe_conns.on_event(*change):
+                        if change[1]:
+                            proto.on_probe_connected(endpoint, now)
+                        else:
+                            proto.on_probe_disconnected(endpoint, now)
+                    continue
                 if m is not s.data_monitor or (change := liveness(ev)) is None:
                     continue
                 assert self._conns is not None
@@ -776,6 +821,13 @@ class Peer:
             assert self._conns is not None
             self._conns.remove(a.endpoint, a.times)
             s.after_disconnect(a.own)
+        elif isinstance(a, Probe):
+            if self._probe_conns is None:
+                return False
+            if not a.on:
+                self._probe_conns.remove(a.endpoint)
+            elif self._probe_conns.add(a.endpoint) == "up" and self.protocol is not None:
+                self.protocol.on_probe_connected(a.endpoint, time.monotonic())
         elif isinstance(a, ConnectProxy):
             assert self._conns is not None
             self._conns.forbid(a.endpoint, "proxy-endpoint")

@@ -36,11 +36,21 @@ the default, is everything: the full mesh). A member we are not connected to
 cannot prove itself nor be watched by our monitor: it is listed on the
 proxy's word (the seed's trust), never expires here, and leaves on its ``D``
 or the proxy's obituary.
+
+Liveness at O(N) (docs/liveness.md): data connections carry no ZMTP heartbeats
+(a full mesh's pings cost O(N^2) CPU). A crash resets every connection at once;
+a freeze, a lost host or a partition is seen by the proxy's probe (its obituary
+tells everyone) and by each peer's *watchers*: every peer keeps a heartbeated
+*probe* connection to the :attr:`Behaviour.watch` next uuids on the ring of
+listed members (:class:`Probe`), so each member is watched by that many others.
+Cut off from every proxy, a peer probes everyone (nobody else can tell it).
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,6 +121,14 @@ class DisconnectData:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Watch *endpoint* with a heartbeated probe connection (``on``), or stop."""
+
+    endpoint: str
+    on: bool
+
+
+@dataclass(frozen=True)
 class Notify:
     event: PeerEvent
 
@@ -120,7 +138,15 @@ class Exit:
     reason: Literal["left", "timeout", "immediate"]
 
 
-Action = Union[Send, ConnectProxy, DisconnectProxy, ConnectData, DisconnectData, Notify, Exit]  # noqa: UP007 (py3.10 alias)
+Action = Union[Send, ConnectProxy, DisconnectProxy, ConnectData, DisconnectData, Probe, Notify, Exit]  # noqa: UP007 (py3.10 alias)
+
+
+#: Members each peer watches (probes with heartbeats): each member is then
+#: watched by this many, so one overloaded or cut-off watcher cannot hide a
+#: failure, and the mesh sends 3N pings per interval instead of N^2.
+WATCHED_PEERS = 3
+#: Bound on the watch count (a probe per watched member, each pinging).
+MAX_WATCHED = 64
 
 
 @dataclass(frozen=True)
@@ -146,6 +172,12 @@ class Behaviour:
     #: Expire peers whose data connection stays down (needs a socket monitor).
     expire: bool = True
     expire_grace: float = timing.EXPIRE_GRACE
+    #: Members each peer watches with a heartbeated probe (its successors on
+    #: the uuid ring). None: no probes, every data connection heartbeats
+    #: instead (0.2.0: O(N^2) pings); 0: no watching at all.
+    watch: int | None = WATCHED_PEERS
+    watch_settle: float = timing.WATCH_SETTLE
+    probe_first_up: float = timing.PROBE_FIRST_UP
     #: Carry an incarnation, keep the highest heard, refute false claims about us.
     incarnations: bool = True
     #: List a zeromesh member only once its data PUB proved its uuid.
@@ -173,6 +205,7 @@ class Behaviour:
             reannounce_on_welcome=False,
             use_directory=False,
             expire=False,
+            watch=0,
             incarnations=False,
             require_proof=False,
             tombstones=False,
@@ -307,6 +340,17 @@ class PeerProtocol:
         #: Our connection to the proxy is up (the socket layer reports it): a
         #: suspicion can then be confirmed by its obituary; without it, at once.
         self.proxy_up = True
+        #: Probed (watched) endpoints -> None while the probe is up, else the
+        #: time from which it counts as down (in the future for a new probe,
+        #: inf once acted upon).
+        self._probes: dict[str, float | None] = {}
+        #: Endpoints whose data connection the monitor reported up (and not down since).
+        self._data_up: set[str] = set()
+        #: Bumped whenever the set of listed members changes: the watch set is
+        #: recomputed only then, and at most once per watch_settle.
+        self._version = 0
+        self._watched_version = -1
+        self._watch_due = 0.0
         self._tombs = ext.Tombstones(MAX_TOMBSTONES, self.behaviour.tombstone_ttl)
         #: uuid -> the CURVE key a secured proxy stamped on its first frame.
         self._bindings: dict[str, str] = {}
@@ -365,6 +409,10 @@ class PeerProtocol:
         pending = sum(1 for k in self.peers.values() if k.state is State.PENDING)
         return len(self._down_since) + len(self._suspected) + pending
 
+    def watched(self) -> dict[str, bool]:
+        """Probed endpoints -> whether their probe is up."""
+        return {ep: t is None for ep, t in self._probes.items()}
+
     def tombstoned(self, uuid: str, now: float) -> bool:
         return self._tombs.get(uuid, now) is not None
 
@@ -377,6 +425,12 @@ class PeerProtocol:
             times.append(min(self._waiting.values()))
         if self._suspected:
             times.append(min(self._suspected.values()))
+        if self._watch_pending():
+            times.append(self._watch_due)
+        if self.behaviour.expire:
+            down = [t for t in self._probes.values() if t is not None and t != math.inf]
+            if down:
+                times.append(min(down) + self.behaviour.expire_grace)
         return min(times) if times else None
 
     # --- inputs -----------------------------------------------------------------
@@ -436,12 +490,19 @@ class PeerProtocol:
             out.extend(self._declare_due(now))
         if self._waiting:
             out.extend(self._give_up_due(now))
+        if self._watch_pending() and now >= self._watch_due:
+            out.extend(self._rewatch(now))
         return out
 
     def on_proxy_health(self, up: bool, now: float) -> list[Action]:
         """Our connection to the proxy went down or came back. Down: nobody can
         confirm a suspicion any more, so the suspected are declared now."""
         self.proxy_up = up
+        # Cut off from every proxy, nobody else can tell us who died: watch
+        # everyone, now (see _want_watched); back, return to the ring.
+        self._version += 1
+        if not up:
+            self._watch_due = now
         if up or not self._suspected:
             return []
         return self._declare_due(now, everyone=True)
@@ -453,6 +514,9 @@ class PeerProtocol:
         if excess > 0:
             for ep in self._down_since:
                 self._down_since[ep] += excess
+            for ep, t in self._probes.items():
+                if t is not None:
+                    self._probes[ep] = t + excess
 
     def on_proxy_subscription(self, subscribed: bool, now: float) -> list[Action]:
         """The proxy's XSUB (un)subscribed to our proxy PUB. Once subscribed,
@@ -483,6 +547,7 @@ class PeerProtocol:
         """The data connection to *endpoint* completed its handshake. That is
         the proof a classic member can give: a classic suspect there is alive."""
         self._down_since.pop(endpoint, None)
+        self._data_up.add(endpoint)
         self._clear_suspicion(endpoint)
         here = [(u, k) for u, k in self.peers.items() if k.endpoint == endpoint and u != self.uuid]
         if any(k.proves and k.state is not State.PENDING for _, k in here):
@@ -496,8 +561,23 @@ class PeerProtocol:
         return []
 
     def on_data_disconnected(self, endpoint: str, now: float) -> None:
+        self._data_up.discard(endpoint)
         if endpoint != self.endpoint and endpoint in self._connected and self._live_at(endpoint):
             self._down_since.setdefault(endpoint, now)
+
+    def on_probe_connected(self, endpoint: str, now: float) -> None:
+        """The probe connection to *endpoint* completed its handshake (the
+        process there answers): a suspicion raised through it is cleared."""
+        if endpoint in self._probes:
+            self._probes[endpoint] = None
+            if endpoint in self._data_up:  # else the data connection is what is down
+                self._clear_suspicion(endpoint)
+
+    def on_probe_disconnected(self, endpoint: str, now: float) -> None:
+        """The probe connection to *endpoint* went down (its heartbeats went
+        unanswered, or a reset): down from now, expired after the grace."""
+        if endpoint in self._probes and self._probes[endpoint] is None:
+            self._probes[endpoint] = now
 
     def on_proof(self, uuid: str, endpoint: str, now: float) -> list[Action]:
         """The data PUB at *endpoint* said it is *uuid* (its welcome message).
@@ -699,6 +779,8 @@ class PeerProtocol:
                 self.counters.resyncs += 1
                 out.append(self._send(Command.CONNECT, now, schedule=False, resync=True))
         if msg.uuid not in self.peers:
+            # A peer that lives less than this never probes anyone.
+            self._watch_due = max(self._watch_due, now + self.behaviour.watch_settle)
             out.extend(self._add(msg.uuid, msg.endpoint, self.incarnation, now, self.meta))
             out.append(Notify(PeerEvent("ready", self.uuid, self.endpoint, now, meta=self.meta)))
         return out
@@ -772,7 +854,7 @@ class PeerProtocol:
                 self.counters.ignored["stale-incarnation"] += 1
                 return []
         obituary = ext.flag(msg.ext, ext.OBITUARY)
-        if obituary and known.state is State.LIVE and self._up_here(msg.uuid, known):
+        if obituary and known.state is State.LIVE and self._vouch(msg.uuid, known):
             # The proxy's probe lost it, our own connection to it is up: one
             # overloaded observer's suspicion, not a verdict (Lifeguard). It
             # refutes anyway; dropping it here would cost a reconnection each.
@@ -844,6 +926,69 @@ class PeerProtocol:
         suspected). Never for a member we are not connected to: we cannot tell."""
         return k.endpoint in self._connected and k.endpoint not in self._down_since and uuid not in self._suspected
 
+    def _vouch(self, uuid: str, k: _Known) -> bool:
+        """Our own *heartbeated* link to this listed member is up: evidence
+        that it lives. An unwatched data connection carries no heartbeats, so
+        it stays up through a freeze or a partition and proves nothing."""
+        if not self._up_here(uuid, k):
+            return False
+        return self.behaviour.watch is None or self._probes.get(k.endpoint, math.inf) is None
+
+    def _watch_pending(self) -> bool:
+        return (
+            bool(self.behaviour.watch)
+            and self.behaviour.expire
+            and self._version != self._watched_version
+            and self.phase in (Phase.ANNOUNCING, Phase.READY)
+            and self.ready
+            and (len(self.peers) > 1 or bool(self._probes))
+        )
+
+    def _want_watched(self) -> set[str]:
+        """The endpoints to probe: the next ``watch`` uuids after ours on the
+        ring of listed members we take data from (in a full mesh each member
+        is then watched by that many others; the others' failures do not
+        concern our data, and the proxy's obituary removes them), or all of
+        those while no proxy can tell us who died."""
+        mine = self.endpoint
+        live = sorted(
+            u
+            for u, k in self.peers.items()
+            if k.state is State.LIVE and u != self.uuid and k.endpoint in self._connected and k.endpoint != mine
+        )
+        if not self.proxy_up:
+            return {self.peers[u].endpoint for u in live}
+        i = bisect.bisect_right(live, self.uuid)
+        return {self.peers[u].endpoint for u in (live[i:] + live[:i])[: self.behaviour.watch or 0]}
+
+    def _rewatch(self, now: float) -> list[Action]:
+        """Probe the members we should watch and stop probing the others; at
+        most once per watch_settle, so that a burst of joins re-dials little."""
+        self._watched_version = self._version
+        self._watch_due = now + self.behaviour.watch_settle
+        want = self._want_watched()
+        out: list[Action] = []
+        for ep in [ep for ep in self._probes if ep not in want]:
+            del self._probes[ep]
+            out.append(Probe(ep, False))
+        # A new probe is down only if its first handshake has not come by then
+        # (a new connection under load is slow; the data connection is up).
+        # Cut off from the proxies, no allowance: a partition must show within
+        # the grace, as on a watched link.
+        first_up = self.behaviour.probe_first_up if self.proxy_up else 0.0
+        for ep in sorted(want - self._probes.keys()):
+            self._probes[ep] = now + first_up
+            out.append(Probe(ep, True))
+        return out
+
+    def _unprobe(self, endpoint: str) -> list[Action]:
+        """Stop probing *endpoint* now (its member left or is declared): a
+        probe must not keep dialling a dead endpoint until the next rewatch."""
+        if endpoint not in self._probes:
+            return []
+        del self._probes[endpoint]
+        return [Probe(endpoint, False)]
+
     def _clear_suspicion(self, endpoint: str) -> None:
         for u in [u for u in self._suspected if self.peers.get(u) is None or self.peers[u].endpoint == endpoint]:
             del self._suspected[u]
@@ -865,10 +1010,19 @@ class PeerProtocol:
         if window <= 0:
             return self._remove(uuid, now, "expired", notify=True)
         k.state, k.since = State.SUSPECT, now
+        self._version += 1
         self._waiting[uuid] = now + window
         self.counters.leaves += 1
         self.counters.expired += 1
-        return [Notify(PeerEvent("leave", uuid, k.endpoint, now, "expired"))]
+        out: list[Action] = [Notify(PeerEvent("leave", uuid, k.endpoint, now, "expired"))]
+        out.extend(self._unprobe(k.endpoint))
+        if self.behaviour.watch is not None and k.endpoint in self._data_up and self._refs[k.endpoint] == 1:
+            # Declared through its probe while its data connection, which has
+            # no heartbeats, looks up: a zombie across a partition. Dial afresh,
+            # so that its handshake (or proof) after the path returns revives it.
+            self._data_up.discard(k.endpoint)
+            out += [DisconnectData(k.endpoint), ConnectData(k.endpoint)]
+        return out
 
     def _live_at(self, endpoint: str) -> bool:
         return any(k.endpoint == endpoint and k.state is State.LIVE for k in self.peers.values())
@@ -954,6 +1108,7 @@ class PeerProtocol:
                 if o.endpoint == k.endpoint and other not in (uuid, self.uuid):
                     out.extend(self._remove(other, now, "replaced", notify=True, keep_connection=True))
         k.state, k.since = State.LIVE, now
+        self._version += 1
         self._waiting.pop(uuid, None)
         if uuid == self.uuid:
             return out
@@ -987,6 +1142,7 @@ class PeerProtocol:
         keep_connection: bool = False,
     ) -> list[Action]:
         known = self.peers.pop(uuid)
+        self._version += 1
         self._waiting.pop(uuid, None)
         self._suspected.pop(uuid, None)
         out: list[Action] = []
@@ -996,10 +1152,12 @@ class PeerProtocol:
         if self._refs[ep] <= 0 and not keep_connection:
             del self._refs[ep]
             self._down_since.pop(ep, None)
+            self._data_up.discard(ep)
             if ep in self._connected:
                 self._connected.discard(ep)
                 times = 2 if self.behaviour.duplicate_disconnect else 1
                 out.append(DisconnectData(ep, own=uuid == self.uuid, times=times))
+            out.extend(self._unprobe(ep))
         listed = known.state is State.LIVE and uuid != self.uuid
         if listed:
             self.counters.leaves += 1
@@ -1020,6 +1178,11 @@ class PeerProtocol:
     def _expire_due(self, now: float) -> list[Action]:
         grace = self.behaviour.expire_grace
         due = [ep for ep, since in self._down_since.items() if now - since >= grace]
+        for ep, since in self._probes.items():
+            if since is not None and now - since >= grace:
+                self._probes[ep] = math.inf  # acted upon; its next handshake clears it
+                if ep not in self._down_since:
+                    due.append(ep)
         out: list[Action] = []
         # One pass over the table, not one per endpoint: 3,000 ghosts expiring
         # together cost seconds of loop time the other way (no data read meanwhile).

@@ -22,6 +22,7 @@ empty subscription and is rebuilt if junk subscriptions pile up.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -135,6 +136,10 @@ class Proxy:
         self.directory = Directory(self.uuid)
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
         self._stop = threading.Event()
+        #: Wakes the loop's poll on a stop request (the loop sleeps up to PROXY_IDLE_TURN).
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
         self._done = threading.Event()
         #: Set when the loop died of an exception (see :meth:`wait_done`).
         self.error: BaseException | None = None
@@ -172,12 +177,20 @@ class Proxy:
             if self.gate is not None:
                 self.gate.stop()
             self.ctx.destroy(linger=0)
+            self._wake_r.close()
+            self._wake_w.close()
             raise
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)  # at creation, before bind/connect
-        set_transport_options(s, self.heartbeats)
+        if kind == zmq.SUB:  # the probe: it detects dead members (obituaries)
+            set_transport_options(s, self.heartbeats)
+        else:
+            # The peers' proxy SUBs ping us (and their TTL drops them here); we
+            # only bound how long a vanished peer's pipe lives.
+            ivl = timing.SLOW_HEARTBEAT_IVL
+            set_transport_options(s, self.heartbeats, ivl, 2 * ivl)
         if self.security is not None:  # CURVE role: the XSUB and XPUB bind, the probe connects
             sec = self.security
             (sec.apply_server if kind in (zmq.XSUB, zmq.XPUB) else sec.apply_client)(s)
@@ -251,8 +264,13 @@ class Proxy:
         )
 
     def request_stop(self) -> None:
-        """Ask the loop to stop and close; returns at once (see :meth:`wait_done`)."""
+        """Ask the loop to stop and close; returns at once (see :meth:`wait_done`).
+        Safe in a signal handler: it sets a flag and writes one byte."""
         self._stop.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a stop is pending anyway) or closed
+            pass
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop and close; idempotent and bounded. True if the loop ended in time."""
@@ -280,6 +298,8 @@ class Proxy:
             return
         self._closed = True
         self.probe.disable_monitor()
+        self._wake_r.close()
+        self._wake_w.close()
         if self.gate is not None:
             self.gate.stop()  # its thread owns a socket: stopped before destroy closes it
         # Every socket had linger 0 from creation, so this term cannot hang.
@@ -298,10 +318,12 @@ class Proxy:
         poller.register(self.probe, zmq.POLLIN)
         d = self.directory
         turned = time.monotonic()
+        poller.register(self._wake_r, zmq.POLLIN)
         while not self._stop.is_set():
             now = time.monotonic()
             deadline = d.next_deadline()
-            timeout = timing.PROXY_POLL if deadline is None else min(timing.PROXY_POLL, max(0.0, deadline - now))
+            cap = timing.PROXY_IDLE_TURN
+            timeout = cap if deadline is None else min(cap, max(0.0, deadline - now))
             ready = dict(poller.poll(int(timeout * 1000)))
             now = time.monotonic()
             # A starved proxy does not blame its members for the time it was not looking.

@@ -51,6 +51,8 @@ class Role(enum.Enum):
     DATA_SUB = "dataSub"
     PROXY_PUB = "proxyPub"
     PROXY_SUB = "proxySub"
+    #: Not the seed's: zeromesh's heartbeated watch on a few members.
+    PROBE = "probeSub"
 
 
 class LingerWhen(str, enum.Enum):
@@ -77,8 +79,14 @@ class SocketPolicy:
     disable_reconnect: bool = False
     #: Log every socket event of every socket (seed -monitor-sockets).
     monitor_sockets: bool = False
-    #: ZMTP heartbeats on every connection (crash and partition detection).
+    #: ZMTP heartbeats on the proxy links and the probes (freeze, host loss
+    #: and partition detection).
     heartbeats: bool = True
+    #: ... and on every data connection too (``Tuning(watch=None)``): each
+    #: link detects its own partition, at O(N^2) idle CPU for the mesh.
+    data_heartbeats: bool = False
+    #: A probe SUB for the members the protocol watches (:class:`~zeromesh.protocol.Probe`).
+    probes: bool = True
     #: Proxy PUB as an XPUB (verbose): the peer sees the proxy subscribe, sends
     #: its C then, and needs no fast retries (the seed's PUB drops its first C).
     watch_subscription: bool = True
@@ -95,6 +103,7 @@ class SocketPolicy:
             linger_when=LingerWhen.BEFORE_CLOSE,
             kick=False,
             heartbeats=False,
+            probes=False,
             watch_subscription=False,
             prove_identity=False,
         )
@@ -158,6 +167,10 @@ class PeerSockets:
         self.proxy_subs: dict[zmq.Socket[Any], str] = {}
         #: proxy SUB monitor -> the proxy's XPUB endpoint.
         self.proxy_monitors: dict[zmq.Socket[Any], str] = {}
+        #: The probe SUB (heartbeated connections to watched members' data
+        #: PUBs, subscribed to nothing: they carry pings only) and its monitor.
+        self.probe_sub: zmq.Socket[Any] | None = None
+        self.probe_monitor: zmq.Socket[Any] | None = None
         proxies = [proxy] if isinstance(proxy, str) else list(proxy)
         try:
             # The allow-list's ZAP handler, up before the data PUB binds.
@@ -203,6 +216,12 @@ class PeerSockets:
             self._after_bind(self.proxy_pub)
             if monitor_data:
                 self.data_monitor = self._monitor(self.data_sub, Role.DATA_SUB)
+                if policy.probes and policy.heartbeats:
+                    self.probe_sub = self._socket(zmq.SUB, Role.PROBE)
+                    # Nothing is subscribed, so nothing but a proof-sized welcome may arrive.
+                    transport.limit(self.probe_sub, ext.MAX_PROOF)
+                    self.probe_sub.setsockopt(zmq.RCVHWM, 16)
+                    self.probe_monitor = self._monitor(self.probe_sub, Role.PROBE)
 
         except BaseException:
             self.close(term=True)
@@ -216,9 +235,17 @@ class PeerSockets:
         if p.linger_when is LingerWhen.CREATION:
             s.setsockopt(zmq.LINGER, p.linger_ms)
         if role is Role.DATA_PUB:
-            ivl = timing.DATA_PUB_HEARTBEAT_IVL
+            ivl = timing.SLOW_HEARTBEAT_IVL
             transport.set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
             s.setsockopt(zmq.SNDHWM, self.data_hwm)
+        elif role is Role.DATA_SUB:
+            transport.set_transport_options(s, p.heartbeats and p.data_heartbeats)
+        elif role is Role.PROBE:
+            transport.set_transport_options(s, p.heartbeats, timing.WATCH_HEARTBEAT_IVL)
+        elif role is Role.PROXY_PUB:
+            # The proxy SUB detects a lost proxy; this link only needs its pipe bounded.
+            ivl = timing.SLOW_HEARTBEAT_IVL
+            transport.set_transport_options(s, p.heartbeats, ivl, 2 * ivl)
         else:
             transport.set_transport_options(s, p.heartbeats)
         if role is Role.DATA_SUB:
@@ -381,7 +408,9 @@ class PeerSockets:
                 return
             self._closed = True
         monitored = {id(owner) for owner, _ in self.monitors.values()}
-        socks: list[zmq.Socket[Any] | None] = [getattr(self, n, None) for n in ("data_pub", "data_sub", "proxy_pub")]
+        socks: list[zmq.Socket[Any] | None] = [
+            getattr(self, n, None) for n in ("data_pub", "data_sub", "proxy_pub", "probe_sub")
+        ]
         for s in [*socks, *self.proxy_subs]:
             if s is None or s.closed:
                 continue

@@ -30,14 +30,19 @@ LEAVE_TIMEOUT = 2.0
 # --- the data PUB's command queue (memory growth, problem 1) ----------------
 
 #: Upper bound between two ``getsockopt(EVENTS)`` on the data PUB while the
-#: loop is otherwise idle. Every loop turn kicks too; this bounds the time a
-#: departed subscriber's pipe, session and buffers stay allocated.
-KICK_INTERVAL = 0.1
+#: loop is otherwise idle. Every loop turn kicks too (a departure wakes the
+#: loop: its D, its monitor event), so this only bounds the time a departed
+#: subscriber's pipe, session and buffers stay allocated when its teardown
+#: reaches the PUB after that turn: a bounded backlog, never a growth. At
+#: 0.1 s the idle wake-ups were most of an idle peer's CPU (docs/performance.md).
+KICK_INTERVAL = 1.0
 
 # --- liveness (crash detection) ---------------------------------------------
 
-#: ZMTP heartbeat interval on every TCP connection zeromesh makes. libzmq
-#: answers PINGs natively, so classic C peers need no new code for it.
+#: ZMTP heartbeat interval on the connections that watch a process: a peer's
+#: proxy SUB (proxy_down) and the proxy's probe of every member (obituaries).
+#: Data connections carry none (WATCH_HEARTBEAT_IVL). libzmq answers PINGs
+#: natively, so classic C peers need no new code for it.
 HEARTBEAT_IVL = 0.5
 #: No traffic (heartbeats included) for this long and libzmq drops the
 #: connection: catches hosts that vanish without a TCP reset. libzmq arms this
@@ -47,12 +52,28 @@ HEARTBEAT_IVL = 0.5
 #: (docs/liveness.md); 1.0 gives 1.5 + 1.0 = 2.5 s. Cost: a link silent for
 #: more than about 0.5-1 s is dropped (and reconnected if it comes back).
 HEARTBEAT_TIMEOUT = 1.0
-#: The data PUB's own ping interval (its timeout and TTL are twice this).
-#: zeromesh subscribers ping it every HEARTBEAT_IVL with a TTL, and libzmq
-#: drops a silent subscriber on that TTL (measured: 1.0 s with no PUB pings,
-#: benchmarks/pub_heartbeat_ttl.py); only classic C subscribers, which never
-#: ping, need the PUB's pings. Slow pings halve a full mesh's heartbeat CPU.
-DATA_PUB_HEARTBEAT_IVL = 5.0
+#: The ping interval of a peer's probes of the members it watches (timeout:
+#: HEARTBEAT_TIMEOUT). Freezes and lost hosts are the proxy's probe's to find
+#: (its obituary tells everyone, 2.5 s); the watchers find partitions between
+#: two members (IVL + TIMEOUT + grace + suspicion: 5 s) and vouch against a
+#: false obituary. At 0.5 s the 3N probes were 45% of an idle mesh's CPU.
+WATCH_HEARTBEAT_IVL = 1.0
+#: The ping interval (its timeout and TTL are twice this) of the links whose
+#: liveness nobody watches from this side: the data PUB, a peer's proxy PUB,
+#: the proxy's XPUB and XSUB. Detection never depends on them (the proxy SUB,
+#: the watchers' probes and the proxy's probe do that, each from the other
+#: side); they only bound how long a vanished party's pipe (and its queue, at
+#: most the HWM) lives without a reset: 3 minutes. The data PUB at 5 s sent
+#: 2,000 PINGs/s in a full mesh of 100, about 0.1% of a core per peer.
+SLOW_HEARTBEAT_IVL = 60.0
+#: Watch-set changes (the ring successors a peer probes) are applied at most
+#: this often: a burst of joins re-dials a handful of probes, not one per join;
+#: a peer that lives less than this after its ready never probes anyone.
+WATCH_SETTLE = 1.0
+#: A new probe connection counts as down only if its first handshake has not
+#: come this long after the dial (then the grace runs): under load a connect
+#: plus handshake takes seconds, and the member's data connection is up.
+PROBE_FIRST_UP = 2.0
 #: A peer whose data connection has been down this long is declared expired.
 #: Long enough for a reconnect after a blip (backoff 100, 200, 400 ms) and for
 #: a first connect + handshake; crash detection (process gone, kernel alive:
@@ -117,9 +138,13 @@ HANDSHAKE_IVL_MS = 2000
 
 #: Bounded stop of a child process: SIGTERM/SIGINT, wait this long, SIGKILL.
 STOP_GRACE = 3.0
-#: How long a proxy waits in ``poll`` before it checks its stop flag; bounds
-#: the time between SIGINT/SIGTERM and a clean exit.
-PROXY_POLL = 0.1
+#: How often a waiting loop looks at a stop flag or a child's end (the
+#: harness, an asyncio close waiting on a thread).
+STOP_POLL = 0.1
+#: Longest turn of an idle proxy's loop: a stop request wakes it at once (a
+#: wake pipe) and the directory's deadlines are asked for, so this only caps
+#: a turn; at 0.1 s the idle wake-ups were most of an idle proxy's CPU.
+PROXY_IDLE_TURN = 1.0
 
 #: Bound on re-binding a publishing socket rebuilt to free junk subscriptions
 #: (zeromesh.transport): libzmq closes the old listener on its I/O thread, a

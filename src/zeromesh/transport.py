@@ -414,8 +414,10 @@ def set_transport_options(
     if heartbeats:
         s.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
-        # TTL tells the remote side to drop us too if our pings stop.
-        s.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
+        # TTL tells the remote side to drop us too if our pings stop: one
+        # interval plus the timeout (a TTL at the interval itself flaps the
+        # link on every late ping).
+        s.setsockopt(zmq.HEARTBEAT_TTL, int((ivl + timeout) * 1000))
     s.setsockopt(zmq.RECONNECT_IVL, timing.RECONNECT_IVL_MS)
     s.setsockopt(zmq.RECONNECT_IVL_MAX, timing.RECONNECT_IVL_MAX_MS)
     s.setsockopt(zmq.CONNECT_TIMEOUT, timing.CONNECT_TIMEOUT_MS)

@@ -28,7 +28,7 @@ from .. import timing
 from ..harness import procs
 from ..lines import read_json_line
 from ..peer import Peer
-from ..protocol import Behaviour
+from ..protocol import WATCHED_PEERS, Behaviour
 from ..proxy import Proxy
 from ..sockets import SocketPolicy
 from ..transport import last_endpoint, set_transport_options
@@ -43,10 +43,6 @@ from .common import (
     send_line,
     stop_all,
 )
-
-#: The data PUB's ping interval in the raw "watch a few" lanes: its pings only
-#: bound how long a silent classic subscriber's pipe lives, not detection.
-WATCH_PUB_IVL = 60.0
 
 #: The report of a host that never answered.
 FAILED: dict[str, Any] = {
@@ -80,11 +76,16 @@ def host_main(argv: Sequence[str]) -> int:
     ap.add_argument("--no-heartbeats", action="store_true", help="no ZMTP heartbeats (their cost, measured)")
     ap.add_argument("--no-kick", action="store_true", help="zeromesh without the data PUB's kick timer")
     ap.add_argument(
+        "--watch-all",
+        action="store_true",
+        help="zeromesh: heartbeats on every data connection, no probes (Tuning(watch=None), 0.2.0's liveness)",
+    )
+    ap.add_argument(
         "--watch",
         type=int,
         default=0,
-        help="raw: heartbeats on the connections to the next WATCH endpoints (a ring) only, "
-        f"and the PUB's every {WATCH_PUB_IVL:g} s: the cost of watching a few peers each",
+        help="raw: heartbeats on the connections to the next WATCH endpoints (a ring) only, as "
+        "zeromesh's watchers (default: on every connection)",
     )
     ap.add_argument(
         "--topics",
@@ -103,7 +104,11 @@ def host_main(argv: Sequence[str]) -> int:
     b, pol = classic_config() if a.classic else (Behaviour(), SocketPolicy())
     b = observed(b)
     if a.no_heartbeats:
-        pol = dataclasses.replace(pol, heartbeats=False)
+        pol = dataclasses.replace(pol, heartbeats=False, probes=False)
+        b = dataclasses.replace(b, watch=0)
+    elif a.watch_all:
+        pol = dataclasses.replace(pol, data_heartbeats=True, probes=False)
+        b = dataclasses.replace(b, watch=None)
     if a.no_kick:
         pol = dataclasses.replace(pol, kick=False)
 
@@ -247,7 +252,7 @@ def _raw_host(k: int, n: int, heartbeats: bool, timeout: float, watch: int = 0) 
             pub = ctx.socket(zmq.PUB)
             socks.append(pub)
             pub.setsockopt(zmq.LINGER, 0)
-            pub_ivl = WATCH_PUB_IVL if watch else timing.DATA_PUB_HEARTBEAT_IVL
+            pub_ivl = timing.SLOW_HEARTBEAT_IVL
             set_transport_options(pub, heartbeats, pub_ivl, 2 * pub_ivl)
             pub.bind("tcp://127.0.0.1:0")
             endpoints.append(last_endpoint(pub))
@@ -271,7 +276,7 @@ def _raw_host(k: int, n: int, heartbeats: bool, timeout: float, watch: int = 0) 
             ring = everyone[at + 1 :] + everyone[: at + 1]
             for i, ep in enumerate(ring):
                 if watch:  # heartbeat settings are taken per connection, at connect()
-                    sub.setsockopt(zmq.HEARTBEAT_IVL, int(timing.HEARTBEAT_IVL * 1000) if i < watch else 0)
+                    sub.setsockopt(zmq.HEARTBEAT_IVL, int(timing.WATCH_HEARTBEAT_IVL * 1000) if i < watch else 0)
                 sub.connect(ep)
         t_started = time.time()
         poller = zmq.Poller()
@@ -415,7 +420,10 @@ def converge_once(
     (or, with *now*, process spawn) to the last peer knowing all and to the
     last data connection up."""
     if impl == "raw":
-        hosts = Hosts(None, n, per_host, timeout=timeout, heartbeats=heartbeats)
+        # zeromesh's heartbeat settings: on the connections to the next
+        # WATCHED_PEERS endpoints of a ring (its watchers' probes), not on all.
+        watch = ("--watch", str(WATCHED_PEERS)) if heartbeats else ()
+        hosts = Hosts(None, n, per_host, timeout=timeout, heartbeats=heartbeats, extra=watch)
         try:
             t0 = hosts.go()
             return _row(hosts.results(timeout + 10.0), t0, n, False)

@@ -124,6 +124,9 @@ def _options(sock: zmq.Socket[Any]) -> dict[str, int]:
             out[name] = int(sock.getsockopt(getattr(zmq, name)))
         except (AttributeError, zmq.ZMQError):
             continue  # not in this libzmq
+    if out.get("HEARTBEAT_TIMEOUT", 0) < 0:
+        # libzmq reads back -1 ("the interval") when unset but refuses to be set to it.
+        del out["HEARTBEAT_TIMEOUT"]
     return out
 
 
@@ -154,12 +157,12 @@ def _raw_run(
 
     def rx(c: Counter, ctx: zmq.Context[Any]) -> None:
         s = ctx.socket(zmq.SUB)
-        _apply(s, sub_opts)
-        s.setsockopt(zmq.SUBSCRIBE, b"")
-        s.setsockopt(zmq.RCVTIMEO, 100)  # to see the stop flag
-        s.connect(ep)
-        recv, more = s.recv, s.getsockopt
         try:
+            _apply(s, sub_opts)
+            s.setsockopt(zmq.SUBSCRIBE, b"")
+            s.setsockopt(zmq.RCVTIMEO, 100)  # to see the stop flag
+            s.connect(ep)
+            recv, more = s.recv, s.getsockopt
             while not stop.is_set():
                 try:
                     frames = [recv(0)]

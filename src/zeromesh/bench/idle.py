@@ -1,13 +1,14 @@
 """Idle cost of a full mesh: CPU per peer once everything is connected.
 
-A full mesh of N holds N*(N-1) data connections, and with ZMTP heartbeats on
-each of them (zeromesh's liveness) an idle mesh still burns CPU in libzmq's
-I/O threads: O(N^2) pings per interval. This benchmark hosts the mesh as
+A full mesh of N holds N*(N-1) data connections; with ZMTP heartbeats on each
+of them (0.2.0's liveness) an idle mesh burns CPU in libzmq's I/O threads:
+O(N^2) pings per interval. zeromesh now heartbeats only each peer's probes of
+the members it watches (O(N)). This benchmark hosts the mesh as
 :mod:`.converge` does (host processes of 25 peers), waits until it is fully
 connected, then measures the CPU every host process (and the proxy: this
 process, which only sleeps meanwhile) uses over a quiet interval. Raw pyzmq
-with zeromesh's heartbeat settings and without heartbeats run in the same
-run, alternating: the cost of the heartbeats themselves, and the floor.
+with the same heartbeat settings (a ring of watched connections), with
+heartbeats everywhere and without any run in the same run, alternating.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from ..protocol import WATCHED_PEERS
 from ..proxy import Proxy
 from .common import WAIT_CAP, Result
 from .converge import Hosts, Impl
@@ -73,15 +75,14 @@ def bench_idle(sizes: Sequence[int] = (100,), per_host: int = 25, seconds: float
     alternating, *rounds* each; medians. CPU % is of one core."""
     rows = []
     summary: dict[str, Any] = {}
+    watch = str(WATCHED_PEERS)
     lanes: list[tuple[str, Impl, bool, tuple[str, ...]]] = [
         ("zeromesh", "zeromesh", True, ()),
-        ("raw pyzmq, zeromesh's heartbeats", "raw", True, ()),
+        (f"raw pyzmq, heartbeats on {watch} connections per peer", "raw", True, ("--watch", watch)),
+        ("zeromesh, heartbeats on every data connection (0.2.0)", "zeromesh", True, ("--watch-all",)),
+        ("raw pyzmq, heartbeats on every connection", "raw", True, ()),
         ("zeromesh, no heartbeats", "zeromesh", False, ()),
         ("raw pyzmq, no heartbeats", "raw", False, ()),
-        # What the design in docs/performance.md would cost: the peers' loops
-        # without the 0.1 s kick timer, and heartbeats on 3 connections per peer.
-        ("zeromesh, no heartbeats, no kick timer", "zeromesh", False, ("--no-kick",)),
-        ("raw pyzmq, heartbeats on 3 connections per peer", "raw", True, ("--watch", "3")),
     ]
     for n in sizes:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _, _ in lanes}

@@ -89,7 +89,7 @@ class LongLived:
         """True once it is in the mesh; False when it died, *abort* was set or
         *timeout* passed."""
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(timing.PROXY_POLL):
+        while not self._ready.wait(timing.STOP_POLL):
             if abort.is_set() or not self.alive() or time.monotonic() >= deadline:
                 return False
         return True

@@ -170,7 +170,7 @@ class ProcessSlot:
         c = self.churn
         while True:
             try:
-                rec.exit_code = p.wait(timing.PROXY_POLL)
+                rec.exit_code = p.wait(timing.STOP_POLL)
                 rec.reason = "exited" if rec.exit_code == 0 else f"exit code {rec.exit_code}"
                 return
             except subprocess.TimeoutExpired:
@@ -246,7 +246,7 @@ class InprocSlot:
         except OSError:
             pass  # it died: seen as EOF below
         while True:
-            line = reader.readline(min(timing.PROXY_POLL, max(0.0, c.deadline(started) - time.monotonic())))
+            line = reader.readline(min(timing.STOP_POLL, max(0.0, c.deadline(started) - time.monotonic())))
             if line == "":
                 rec.exit_code = worker.wait(timing.STOP_GRACE)
                 rec.reason = f"worker died (exit code {rec.exit_code})"

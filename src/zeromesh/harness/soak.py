@@ -159,7 +159,7 @@ class Soak:
                 next_sample += timing.SAMPLE_INTERVAL
                 if next_sample < now:  # a slow machine: skip, do not burst
                     next_sample = now + timing.SAMPLE_INTERVAL
-            churn.abort.wait(max(0.0, min(next_sample - time.monotonic(), timing.PROXY_POLL)))
+            churn.abort.wait(max(0.0, min(next_sample - time.monotonic(), timing.STOP_POLL)))
 
     def _sample(self) -> None:
         departures, lifetimes, hangs = self.churn.counts()
