@@ -1,10 +1,14 @@
 """Liveness figures: crash detection, proxy-restart recovery, partition detection and heal.
 
-    .venv/bin/python benchmarks/liveness.py --kills 50 --restarts 10 --partitions 5 \\
+    .venv/bin/python benchmarks/liveness.py --kills 50 --freezes 20 --restarts 10 --partitions 5 \\
         --json docs/liveness.json
 
 * **crash**: a ``zeromesh peer`` child joins a mesh of 3 in-process observers and is
   killed with SIGKILL; latency = kill -> each observer's ``leave`` (reason ``expired``).
+* **freeze**: a ``zeromesh peer`` child joins a mesh of 9 in-process observers and
+  is stopped with SIGSTOP (no reset: only heartbeats tell); latency = stop -> each
+  observer's ``leave``, split into its 3 watchers (their probes) and the 6 others
+  (the proxy's probe and its obituary); then SIGCONT -> back in every table.
 * **restart**: a ``zeromesh proxy`` child on a fixed address serves 10 in-process
   peers; it is killed with SIGKILL and started again on the same address; recovery =
   new proxy ready -> every peer re-welcomed, re-heard through the new proxy (own ``C``
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -121,6 +126,65 @@ def crash(kills: int) -> dict[str, Any]:
     }
 
 
+# --- freeze detection -----------------------------------------------------------------
+
+
+def freeze(trials: int, n: int = 9) -> dict[str, Any]:
+    watchers: list[float] = []
+    others: list[float] = []
+    back: list[float] = []
+    with Proxy() as px:
+        observers = [Peer(px.endpoint).start() for _ in range(n)]
+        try:
+            for i in range(trials):
+                c = spawn_zeromesh("peer", "--proxy", px.endpoint)
+                try:
+                    uuid = str(ready_line(c)["uuid"])
+                    if not until(partial(connected_to_all, observers, uuid), START):
+                        raise RuntimeError("victim not connected to every observer")
+                    # A settled mesh: the watchers' probes of the victim are up.
+                    if not until(lambda: all(o.stats().watched_up == o.stats().watched for o in observers), START):
+                        raise RuntimeError("watchers' probes not up")
+                    watching = {o.uuid for o in observers if o.protocol and uuid in _watched(o)}
+                    t0 = time.time()
+                    os.kill(c.pid, signal.SIGSTOP)
+                    try:
+                        for o in observers:
+                            ev = next_event(o, partial(is_leave, uuid), 15.0)
+                            if ev is None:
+                                raise RuntimeError(f"freeze {i}: never expired")
+                            (watchers if o.uuid in watching else others).append(ev.t - t0)
+                    finally:
+                        t1 = time.time()
+                        os.kill(c.pid, signal.SIGCONT)
+                    if not until(partial(known_to_all, observers, uuid), 15.0):
+                        raise RuntimeError(f"freeze {i}: never back")
+                    back.append(time.time() - t1)
+                finally:
+                    c.close()
+        finally:
+            for o in observers:
+                o.stop()
+    return {
+        "trials": trials,
+        "observers": n,
+        "watchers_s": summary(watchers),
+        "others_s": summary(others),
+        "thaw_to_back_s": summary(back),
+    }
+
+
+def known_to_all(observers: list[Peer], uuid: str) -> bool:
+    return all(uuid in o.peers() for o in observers)
+
+
+def _watched(p: Peer) -> set[str]:
+    """The uuids *p* watches (its probes' endpoints, mapped back)."""
+    assert p.protocol is not None
+    at = {ep: u for u, (ep, _) in p.protocol.entries().items()}
+    return {at[ep] for ep in p.protocol.watched() if ep in at}
+
+
 # --- proxy restart --------------------------------------------------------------------
 
 
@@ -214,6 +278,11 @@ def table(res: dict[str, Any]) -> str:
 
     if "crash" in res:
         row("crash detection (SIGKILL -> leave at each observer)", res["crash"]["latency_s"], "<= 3 s")
+    if "freeze" in res:
+        f = res["freeze"]
+        row("freeze detection, the 3 watchers (SIGSTOP -> leave)", f["watchers_s"], "<= 3 s")
+        row(f"freeze detection, the {f['observers'] - 3} others (proxy's obituary)", f["others_s"], "<= 3 s")
+        row("freeze: SIGCONT -> back in every table", f["thaw_to_back_s"], "-")
     if "restart" in res:
         r = res["restart"]
         row(
@@ -234,6 +303,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--kills", type=int, default=50, help="SIGKILLs for crash detection (default %(default)s)")
+    ap.add_argument("--freezes", type=int, default=20, help="SIGSTOPs for freeze detection (default %(default)s)")
     ap.add_argument("--restarts", type=int, default=10, help="proxy restarts (default %(default)s)")
     ap.add_argument("--partitions", type=int, default=5, help="cut/heal cycles in netns (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write all figures here")
@@ -248,6 +318,7 @@ def main() -> int:
             k: getattr(timing, k)
             for k in (
                 "HEARTBEAT_IVL",
+                "WATCH_HEARTBEAT_IVL",
                 "HEARTBEAT_TIMEOUT",
                 "EXPIRE_GRACE",
                 "RECONNECT_IVL_MS",
@@ -258,6 +329,8 @@ def main() -> int:
     }
     if a.kills:
         res["crash"] = crash(a.kills)
+    if a.freezes:
+        res["freeze"] = freeze(a.freezes)
     if a.restarts:
         res["restart"] = restart(a.restarts)
     if a.partitions:
