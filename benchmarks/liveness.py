@@ -142,10 +142,10 @@ def freeze(trials: int, n: int = 9) -> dict[str, Any]:
                     uuid = str(ready_line(c)["uuid"])
                     if not until(partial(connected_to_all, observers, uuid), START):
                         raise RuntimeError("victim not connected to every observer")
-                    # A settled mesh: the watchers' probes of the victim are up.
-                    if not until(lambda: all(o.stats().watched_up == o.stats().watched for o in observers), START):
-                        raise RuntimeError("watchers' probes not up")
-                    watching = {o.uuid for o in observers if o.protocol and uuid in _watched(o)}
+                    # A settled mesh: the victim's 3 watchers' probes of it are up.
+                    if not until(partial(watched_by, observers, uuid, 3), START):
+                        raise RuntimeError("the victim's watchers' probes are not up")
+                    watching = {o.uuid for o in observers if uuid in _watched(o, up=True)}
                     t0 = time.time()
                     os.kill(c.pid, signal.SIGSTOP)
                     try:
@@ -178,11 +178,15 @@ def known_to_all(observers: list[Peer], uuid: str) -> bool:
     return all(uuid in o.peers() for o in observers)
 
 
-def _watched(p: Peer) -> set[str]:
-    """The uuids *p* watches (its probes' endpoints, mapped back)."""
+def watched_by(observers: list[Peer], uuid: str, k: int) -> bool:
+    return sum(uuid in _watched(o, up=True) for o in observers) == k
+
+
+def _watched(p: Peer, up: bool = False) -> set[str]:
+    """The uuids *p* watches (its probes' endpoints, mapped back), or only those whose probe is up."""
     assert p.protocol is not None
     at = {ep: u for u, (ep, _) in p.protocol.entries().items()}
-    return {at[ep] for ep in p.protocol.watched() if ep in at}
+    return {at[ep] for ep, ok in p.protocol.watched().items() if ep in at and (ok or not up)}
 
 
 # --- proxy restart --------------------------------------------------------------------

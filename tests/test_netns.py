@@ -59,7 +59,6 @@ def test_mesh_spans_hosts_and_heals_after_a_partition(mesh: HostMesh) -> None:
     for host, cs in mesh.peers.items():  # each announces its host's address, not the wildcard
         assert all(mesh.endpoint[c].startswith(f"tcp://{mesh.topo.addr(host)}:") for c in cs)
     assert wait_for(mesh.full, START), "no full mesh across hosts"
-    settle_watch()
 
     marks = mesh.marks()
     cut_at = time.time()

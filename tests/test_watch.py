@@ -159,6 +159,20 @@ def test_cut_off_from_the_proxy_a_peer_watches_everyone() -> None:
     assert sorted(probes(p.tick(3.0 + SETTLE), on=False)) == [ep(5), ep(6), ep(7)]
 
 
+def test_losing_the_proxy_redials_the_probes_without_allowance() -> None:
+    """A probe up through the cut would take another ping cycle to notice it:
+    re-dialled, it is down from the proxy's loss until its handshake comes."""
+    p = ring_peer(5)
+    p.tick(2.0)
+    for i in (2, 3, 4):
+        p.on_probe_connected(ep(i), 2.1)
+    out = p.on_proxy_health(False, 3.0)
+    assert sorted(probes(out, on=False)) == sorted(probes(out)) == [ep(2), ep(3), ep(4)]
+    assert sorted(probes(p.tick(3.0))) == [ep(5)]  # everyone, now, no first-handshake allowance
+    out = p.tick(3.0 + timing.EXPIRE_GRACE)
+    assert sorted(e.uuid for e in events(out, "leave")) == [uid(2), uid(3), uid(4), uid(5)]
+
+
 def test_a_short_lived_peer_never_probes() -> None:
     p = ring_peer(4)
     p.leave(0.5)

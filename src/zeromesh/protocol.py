@@ -501,11 +501,19 @@ class PeerProtocol:
         # Cut off from every proxy, nobody else can tell us who died: watch
         # everyone, now (see _want_watched); back, return to the ring.
         self._version += 1
-        if not up:
+        out: list[Action] = []
+        if not up and self.behaviour.watch:
             self._watch_due = now
+            # Our probes may be up through the same cut for another ping cycle
+            # (IVL + TIMEOUT): dial them afresh, down until their handshake
+            # comes. Through a cut it never does, and the grace runs from now;
+            # if only the proxy died, they are back in milliseconds.
+            for ep in self._probes:
+                self._probes[ep] = now
+                out += [Probe(ep, False), Probe(ep, True)]
         if up or not self._suspected:
-            return []
-        return self._declare_due(now, everyone=True)
+            return out
+        return out + self._declare_due(now, everyone=True)
 
     def on_stall(self, excess: float) -> None:
         """The loop turned *excess* seconds later than it asked to (this process
