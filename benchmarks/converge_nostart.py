@@ -8,6 +8,7 @@ final). A run converges when every peer of every process lists all N; it
 stays converged when no process reports fewer for ``--hold`` seconds after.
 
     python benchmarks/converge_nostart.py --runs 10 --n 100 --procs 4 --json docs/membership-converge.json
+    python benchmarks/converge_nostart.py --runs 5 --hogs 2 --json docs/membership-converge-loaded.json
 
 Each host process prints JSON lines: the fewest peers any of its peers lists,
 whenever it changes, and its count of ``expired`` leave events (false
@@ -27,13 +28,15 @@ import time
 from typing import Any
 
 from zeromesh import Peer, PeerEvent, Proxy
+from zeromesh.protocol import Behaviour
+from zeromesh.sockets import SocketPolicy
 
 POLL = 0.1
 #: Protocol counters each host reports every 2 s (summed over its peers).
 STATS = ("frames", "sent", "reannounced", "refuted", "revived", "unproven", "abandoned", "expired", "resyncs")
 
 
-def host(proxy: str, k: int, timeout: float) -> int:
+def host(proxy: str, k: int, timeout: float, prove: bool = False) -> int:
     expired = 0
     lock = threading.Lock()
 
@@ -44,7 +47,9 @@ def host(proxy: str, k: int, timeout: float) -> int:
                 expired += 1
 
     t0 = time.time()
-    peers = [Peer(proxy, on_event=on_event).start() for _ in range(k)]
+    # With --prove: every data PUB proves its uuid (docs/membership.md, opt-in).
+    layers = (Behaviour(), SocketPolicy(prove_identity=True)) if prove else None
+    peers = [Peer(proxy, on_event=on_event, layers=layers).start() for _ in range(k)]
     last: tuple[int, int] | None = None
     os.set_blocking(sys.stdin.fileno(), False)
     deadline = time.monotonic() + timeout
@@ -73,7 +78,7 @@ def host(proxy: str, k: int, timeout: float) -> int:
     return 0
 
 
-def one_run(n: int, procs: int, hold: float, timeout: float) -> dict[str, Any]:
+def one_run(n: int, procs: int, hold: float, timeout: float, prove: bool = False) -> dict[str, Any]:
     with Proxy("tcp://127.0.0.1:0") as proxy:
         t_spawn = time.time()
         children = [
@@ -88,6 +93,7 @@ def one_run(n: int, procs: int, hold: float, timeout: float) -> dict[str, Any]:
                     str(n // procs),
                     "--timeout",
                     str(timeout + hold + 10),
+                    *(["--prove"] if prove else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -166,20 +172,34 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--hold", type=float, default=10.0, help="seconds it must stay converged")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a run may take to converge")
+    ap.add_argument("--prove", action="store_true", help="peers prove their uuid (SocketPolicy(prove_identity=True))")
+    ap.add_argument("--hogs", type=int, default=0, help="busy-loop processes running meanwhile (a loaded box)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     if a.host:
-        return host(a.proxy, a.k, a.timeout)
+        return host(a.proxy, a.k, a.timeout, a.prove)
     runs = []
-    for r in range(a.runs):
-        res = one_run(a.n, a.procs, a.hold, a.timeout)
-        runs.append(res)
-        print(f"run {r + 1}/{a.runs}: {json.dumps(res)}", flush=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.hogs)]
+    try:
+        for r in range(a.runs):
+            res = one_run(a.n, a.procs, a.hold, a.timeout, a.prove)
+            runs.append(res)
+            print(f"run {r + 1}/{a.runs}: {json.dumps(res)}", flush=True)
+    finally:
+        for h in hogs:  # by PID, bounded
+            h.terminate()
+            try:
+                h.wait(5)
+            except subprocess.TimeoutExpired:
+                h.kill()
+                h.wait()
     secs = sorted(r["seconds"] for r in runs if r["seconds"] is not None)
     summary = {
         "n": a.n,
         "procs": a.procs,
         "hold": a.hold,
+        "hogs": a.hogs,
+        "prove": a.prove,
         "runs": len(runs),
         "converged": sum(r["converged"] for r in runs),
         "stayed": sum(r["stayed"] for r in runs),

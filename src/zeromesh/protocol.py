@@ -409,6 +409,12 @@ class PeerProtocol:
         pending = sum(1 for k in self.peers.values() if k.state is State.PENDING)
         return len(self._down_since) + len(self._suspected) + pending
 
+    @property
+    def version(self) -> int:
+        """Bumped whenever an entry is listed, unlisted or dropped (the peer
+        table as :meth:`snapshot` and :meth:`members` show it may have changed)."""
+        return self._version
+
     def watched(self) -> dict[str, bool]:
         """Probed endpoints -> whether their probe is up."""
         return {ep: t is None for ep, t in self._probes.items()}
