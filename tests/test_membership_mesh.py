@@ -261,14 +261,15 @@ def test_under_curve_an_insiders_forgeries_have_zero_effect(keys: Path, peers: l
 
 
 def test_proving_peers_are_listed_once_their_pub_proved_them(proxy: Proxy, peers: list[Peer]) -> None:
-    peers.extend(Peer(proxy.endpoint).start() for _ in range(3))  # proving is the default
+    layers = (Behaviour(), SocketPolicy(prove_identity=True))
+    peers.extend(Peer(proxy.endpoint, layers=layers).start() for _ in range(3))
     assert wait_for(lambda: full_mesh(peers), 5.0)
     assert all(proxy.directory.entries[p.uuid].proves for p in peers)  # their C said so (v)
     for p in peers:  # every other member went pending -> live on its proof, none was trusted on its word
         assert p.protocol is not None and p.protocol.counters.ignored["unclaimed-proof"] == 0
         assert all(k.proves for u, k in p.protocol.peers.items() if u != p.uuid)
-    # A peer that does not prove itself mixes in, trusted as a classic member.
-    plain = Peer(proxy.endpoint, layers=(Behaviour(), SocketPolicy(prove_identity=False))).start()
+    # A peer that does not prove itself (the default) mixes in, trusted as a classic member.
+    plain = Peer(proxy.endpoint).start()
     peers.append(plain)
     assert wait_for(lambda: full_mesh(peers), 5.0)
     first = peers[0].protocol
