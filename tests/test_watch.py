@@ -22,7 +22,7 @@ from test_liveness import START, children, collect, data_up, knows, spawn_peer  
 from test_membership import listed_peer, zd
 from test_protocol import C, W, ep, events, uid
 from zeromesh import Peer, Proxy, Tuning, timing
-from zeromesh.protocol import Behaviour, ConnectData, DisconnectData, PeerProtocol, Probe
+from zeromesh.protocol import CUT_OFF_WATCHED, Behaviour, ConnectData, DisconnectData, PeerProtocol, Probe
 from zeromesh.testing.netns import Child
 
 pytestmark = pytest.mark.timeout(30)
@@ -171,6 +171,28 @@ def test_losing_the_proxy_redials_the_probes_without_allowance() -> None:
     assert sorted(probes(p.tick(3.0))) == [ep(5)]  # everyone, now, no first-handshake allowance
     out = p.tick(3.0 + timing.EXPIRE_GRACE)
     assert sorted(e.uuid for e in events(out, "leave")) == [uid(2), uid(3), uid(4), uid(5)]
+
+
+def test_a_starved_peer_losing_its_proxy_does_not_act_cut_off() -> None:
+    """Lifeguard's local health: the proxy link of a peer whose own loop just
+    stalled dropped most likely for its own delay; probing everyone then is
+    the load that melted a 500-peer mesh down."""
+    p = ring_peer(6)
+    p.tick(2.0)
+    p.on_stall(1.5, now=2.5)
+    out = p.on_proxy_health(False, 3.0)
+    assert not probes(out) and not probes(p.tick(3.0))
+    p.on_proxy_health(True, 4.0)
+    out = p.on_proxy_health(False, 2.5 + timing.LOCAL_HEALTH_WINDOW + 1.0)  # the stall is old: a cut
+    assert probes(out)
+
+
+def test_cut_off_a_peer_watches_a_bounded_number() -> None:
+    p = ring_peer(CUT_OFF_WATCHED + 10)
+    p.tick(2.0)
+    p.on_proxy_health(False, 3.0)
+    p.tick(3.0)
+    assert len(p.watched()) == CUT_OFF_WATCHED
 
 
 def test_a_short_lived_peer_never_probes() -> None:

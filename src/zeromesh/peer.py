@@ -552,7 +552,7 @@ class Peer:
             now = time.monotonic()
             # A turn much later than asked for: this process was starved, and
             # that time must not count against the peers it watches.
-            proto.on_stall(now - turned - timeout - timing.LOOP_LAG_ALLOWANCE)
+            proto.on_stall(now - turned - timeout - timing.LOOP_LAG_ALLOWANCE, now)
             turned = now
             actions: list[Action] = []
             if self._wake_r in ready:

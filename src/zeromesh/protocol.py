@@ -147,6 +147,9 @@ Action = Union[Send, ConnectProxy, DisconnectProxy, ConnectData, DisconnectData,
 WATCHED_PEERS = 3
 #: Bound on the watch count (a probe per watched member, each pinging).
 MAX_WATCHED = 64
+#: Members a peer cut off from every proxy watches (its ring successors):
+#: enough for a host's worth of peers, bounded for a mesh of thousands.
+CUT_OFF_WATCHED = 16
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,10 @@ class PeerProtocol:
         #: Our connection to the proxy is up (the socket layer reports it): a
         #: suspicion can then be confirmed by its obituary; without it, at once.
         self.proxy_up = True
+        #: Cut off from every proxy while not starved: we watch more (see _want_watched).
+        self._cut_off = False
+        #: When our loop last stalled (on_stall): a lost proxy link then is not a cut.
+        self._last_stall = -math.inf
         #: Probed (watched) endpoints -> None while the probe is up, else the
         #: time from which it counts as down (in the future for a new probe,
         #: inf once acted upon).
@@ -501,14 +508,20 @@ class PeerProtocol:
         return out
 
     def on_proxy_health(self, up: bool, now: float) -> list[Action]:
-        """Our connection to the proxy went down or came back. Down: nobody can
-        confirm a suspicion any more, so the suspected are declared now."""
+        """Our connection to every proxy went down or came back. Down (and
+        not starved ourselves): we are cut off, nobody can confirm a suspicion
+        any more, so the suspected are declared now, and we watch more of the
+        ring at once (see _want_watched); back, return to the ring."""
         self.proxy_up = up
-        # Cut off from every proxy, nobody else can tell us who died: watch
-        # everyone, now (see _want_watched); back, return to the ring.
         self._version += 1
         out: list[Action] = []
-        if not up and self.behaviour.watch:
+        # A starved peer losing its proxy link is most likely its own delay,
+        # not a cut (Lifeguard's local health): probing the others then would
+        # add load where there is none to spare (a 500-peer mesh on 2 cores
+        # melted down that way), and declaring its suspicions would be unfair.
+        starved = now - self._last_stall < timing.LOCAL_HEALTH_WINDOW
+        self._cut_off = not up and not starved
+        if self._cut_off and self.behaviour.watch:
             self._watch_due = now
             # Our probes may be up through the same cut for another ping cycle
             # (IVL + TIMEOUT): dial them afresh, down until their handshake
@@ -517,15 +530,18 @@ class PeerProtocol:
             for ep in self._probes:
                 self._probes[ep] = now
                 out += [Probe(ep, False), Probe(ep, True)]
-        if up or not self._suspected:
+        if not self._cut_off or not self._suspected:
             return out
         return out + self._declare_due(now, everyone=True)
 
-    def on_stall(self, excess: float) -> None:
+    def on_stall(self, excess: float, now: float | None = None) -> None:
         """The loop turned *excess* seconds later than it asked to (this process
         starved of CPU): that time does not count against the peers it watches
-        (Lifeguard's local health), or an overloaded observer expires live peers."""
+        (Lifeguard's local health), or an overloaded observer expires live peers.
+        A stall at *now* also keeps a lost proxy from looking like a cut."""
         if excess > 0:
+            if now is not None:
+                self._last_stall = now
             for ep in self._down_since:
                 self._down_since[ep] += excess
             for ep, t in self._probes.items():
@@ -970,10 +986,11 @@ class PeerProtocol:
             for u, k in self.peers.items()
             if k.state is State.LIVE and u != self.uuid and k.endpoint in self._connected and k.endpoint != mine
         )
-        if not self.proxy_up:
-            return {self.peers[u].endpoint for u in live}
         i = bisect.bisect_right(live, self.uuid)
-        return {self.peers[u].endpoint for u in (live[i:] + live[:i])[: self.behaviour.watch or 0]}
+        # Cut off: up to CUT_OFF_WATCHED of them (bounded effort: after a proxy
+        # restart every peer of a large mesh would otherwise dial everyone).
+        k = CUT_OFF_WATCHED if self._cut_off else self.behaviour.watch or 0
+        return {self.peers[u].endpoint for u in (live[i:] + live[:i])[:k]}
 
     def _rewatch(self, now: float) -> list[Action]:
         """Probe the members we should watch and stop probing the others; at
@@ -989,7 +1006,7 @@ class PeerProtocol:
         # (a new connection under load is slow; the data connection is up).
         # Cut off from the proxies, no allowance: a partition must show within
         # the grace, as on a watched link.
-        first_up = self.behaviour.probe_first_up if self.proxy_up else 0.0
+        first_up = self.behaviour.probe_first_up if not self._cut_off else 0.0
         for ep in sorted(want - self._probes.keys()):
             self._probes[ep] = now + first_up
             out.append(Probe(ep, True))
@@ -1212,7 +1229,7 @@ class PeerProtocol:
                 # may clear it; the proxy's obituary confirms it, else the
                 # suspicion timeout. Declared, it stays watched: its proof (or
                 # handshake, if classic) lists it again; a D or an obituary ends it.
-                if self.behaviour.suspect_timeout > 0 and self.proxy_up:
+                if self.behaviour.suspect_timeout > 0 and not self._cut_off:
                     self._suspected[uuid] = now + self.behaviour.suspect_timeout
                 else:
                     out.extend(self._declare(uuid, self.peers[uuid], now))

@@ -70,6 +70,10 @@ SLOW_HEARTBEAT_IVL = 60.0
 #: this often: a burst of joins re-dials a handful of probes, not one per join;
 #: a peer that lives less than this after its ready never probes anyone.
 WATCH_SETTLE = 1.0
+#: A loop stall (LOOP_LAG_ALLOWANCE exceeded) this recent makes a lost proxy
+#: link look like our own starvation, not a cut: no probing of everyone, no
+#: declaring (Lifeguard's local health).
+LOCAL_HEALTH_WINDOW = 5.0
 #: A new probe connection counts as down only if its first handshake has not
 #: come this long after the dial (then the grace runs): under load a connect
 #: plus handshake takes seconds, and the member's data connection is up.
