@@ -4,6 +4,7 @@ result has the documented shape, and one real property holds."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from zeromesh.bench import churn, converge, data, discovery, idle, interest, joi
 from zeromesh.bench.common import write_result
 from zeromesh.cli import build_parser, main
 from zeromesh.errors import ConfigError
+from zeromesh.harness import procs
+from zeromesh.lines import read_json_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,8 +76,16 @@ def test_discovery_real_mesh_matches_the_state_machines(tmp_path: Path, fonts_lo
         "r = discovery.bench_discovery(real_sizes=(12,), sim_sizes=(12,), png=Path(sys.argv[1])); "
         "print(json.dumps(r, default=str))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True, timeout=50, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    # The result line is all the test needs. The mixed mesh's classic peers
+    # close with the seed's late linger, which may hang zmq_ctx_term by design
+    # (problem 2), so the child is then stopped by PID, bounded, not awaited
+    # (twice in this session's full runs the child outlived a 50 s timeout; a
+    # hang at exit is the suspect, not proven: the line is now read first).
+    child = subprocess.Popen([sys.executable, "-c", code, str(png)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        r = read_json_line(child, 50.0)
+    finally:
+        procs.stop(child, signal.SIGTERM, 5.0)
     check_shape(r, "discovery")
     by = {row["peer"]: row for row in r["rows"]}
     # O(N): one C to 13 subscribers (plus retries that beat their echo under load)
