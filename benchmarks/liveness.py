@@ -84,6 +84,19 @@ def connected_to_all(observers: list[Peer], uuid: str) -> bool:
     )
 
 
+def join_victim(px: Proxy, observers: list[Peer]) -> tuple[Child, str]:
+    """A ``zeromesh peer`` child joined and connected to every observer: (child, uuid)."""
+    c = spawn_zeromesh("peer", "--proxy", px.endpoint)
+    try:
+        uuid = str(ready_line(c)["uuid"])
+        if not until(partial(connected_to_all, observers, uuid), START):
+            raise RuntimeError("victim not connected to every observer")
+    except BaseException:
+        c.close()
+        raise
+    return c, uuid
+
+
 def is_leave(uuid: str, e: PeerEvent) -> bool:
     return e.kind == "leave" and e.uuid == uuid
 
@@ -96,11 +109,8 @@ def crash(kills: int) -> dict[str, Any]:
         observers = [Peer(px.endpoint).start() for _ in range(3)]
         try:
             for i in range(kills):
-                c = spawn_zeromesh("peer", "--proxy", px.endpoint)
+                c, uuid = join_victim(px, observers)
                 try:
-                    uuid = str(ready_line(c)["uuid"])
-                    if not until(partial(connected_to_all, observers, uuid), START):
-                        raise RuntimeError("victim not connected to every observer")
                     t0 = time.time()
                     c.kill()
                     lat = []
@@ -137,15 +147,12 @@ def freeze(trials: int, n: int = 9) -> dict[str, Any]:
         observers = [Peer(px.endpoint).start() for _ in range(n)]
         try:
             for i in range(trials):
-                c = spawn_zeromesh("peer", "--proxy", px.endpoint)
+                c, uuid = join_victim(px, observers)
                 try:
-                    uuid = str(ready_line(c)["uuid"])
-                    if not until(partial(connected_to_all, observers, uuid), START):
-                        raise RuntimeError("victim not connected to every observer")
                     # A settled mesh: the victim's 3 watchers' probes of it are up.
                     if not until(partial(watched_by, observers, uuid, 3), START):
                         raise RuntimeError("the victim's watchers' probes are not up")
-                    watching = {o.uuid for o in observers if uuid in _watched(o, up=True)}
+                    watching = {o.uuid for o in observers if uuid in _watched(o)}
                     t0 = time.time()
                     os.kill(c.pid, signal.SIGSTOP)
                     try:
@@ -179,14 +186,12 @@ def known_to_all(observers: list[Peer], uuid: str) -> bool:
 
 
 def watched_by(observers: list[Peer], uuid: str, k: int) -> bool:
-    return sum(uuid in _watched(o, up=True) for o in observers) == k
+    return sum(uuid in _watched(o) for o in observers) == k
 
 
-def _watched(p: Peer, up: bool = False) -> set[str]:
-    """The uuids *p* watches (its probes' endpoints, mapped back), or only those whose probe is up."""
-    assert p.protocol is not None
-    at = {ep: u for u, (ep, _) in p.protocol.entries().items()}
-    return {at[ep] for ep, ok in p.protocol.watched().items() if ep in at and (ok or not up)}
+def _watched(p: Peer) -> set[str]:
+    """The uuids *p* watches with a probe that is up."""
+    return p.protocol.watched_members(up=True) if p.protocol is not None else set()
 
 
 # --- proxy restart --------------------------------------------------------------------

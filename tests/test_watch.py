@@ -279,8 +279,4 @@ def test_a_frozen_peer_leaves_every_table_through_the_obituary(
 
 
 def _watched_uuids(p: Peer) -> set[str]:
-    proto = p.protocol
-    if proto is None:
-        return set()
-    at = {k: u for u, (k, _) in proto.entries().items()}
-    return {at[e] for e in proto.watched() if e in at}
+    return p.protocol.watched_members() if p.protocol is not None else set()

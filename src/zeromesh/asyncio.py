@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from . import timing
+from . import timing, transport
 from .options import SeedBehaviour, Tuning
 from .peer import DataMessage, Member, Peer, PeerStats
 from .protocol import PeerEvent
@@ -61,9 +60,7 @@ class _Bridge(Generic[_T]):
         self.ended = False
         #: A wake byte is in flight: later pushes need not write another.
         self._pending = False
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
+        self._r, self._w = transport.wake_pair()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid as uuidlib
@@ -273,9 +272,7 @@ class Peer:
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._sockets: PeerSockets | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r, self._wake_w = transport.wake_pair()
         self.endpoint: str | None = None
         self.exit_reason: str | None = None
         #: Problems seen on the wire, by reason; never fatal.
@@ -480,8 +477,10 @@ class Peer:
             return
         self._sockets = sockets
         self.endpoint = sockets.endpoint
-        self._conns = self._connection_table(sockets)
-        self._probe_conns = self._probe_table(sockets)
+        self._conns = self._connection_table(sockets, sockets.data_sub, "data", forbid_own=not self.receive_own)
+        self._probe_conns = (
+            None if sockets.probe_sub is None else self._connection_table(sockets, sockets.probe_sub, "probe")
+        )
         proto = PeerProtocol(
             self.uuid,
             sockets.endpoint,
@@ -691,29 +690,19 @@ class Peer:
             except zmq.Again:
                 return
 
-    def _probe_table(self, s: PeerSockets) -> transport.ConnectionTable | None:
-        probe = s.probe_sub
-        if probe is None:
-            return None
+    def _connection_table(
+        self, s: PeerSockets, sub: zmq.Socket[Any], what: str, forbid_own: bool = True
+    ) -> transport.ConnectionTable:
+        """The connections of *sub* (the data SUB, or the probe SUB: *what*)."""
         conns = transport.ConnectionTable(
-            lambda ep: self._zmq_call("connect-probe", probe.connect, ep),
-            lambda ep: self._zmq_call("disconnect-probe", probe.disconnect, ep),
+            lambda ep: self._zmq_call(f"connect-{what}", sub.connect, ep),
+            lambda ep: self._zmq_call(f"disconnect-{what}", sub.disconnect, ep),
         )
-        for proxy in self.proxies:
-            conns.forbid(proxy, "proxy-endpoint")
-        conns.forbid(s.endpoint, "own-endpoint")
-        return conns
-
-    def _connection_table(self, s: PeerSockets) -> transport.ConnectionTable:
-        conns = transport.ConnectionTable(
-            lambda ep: self._zmq_call("connect-data", s.data_sub.connect, ep),
-            lambda ep: self._zmq_call("disconnect-data", s.data_sub.disconnect, ep),
-        )
-        # A data SUB connected to the proxy's XPUB received the whole discovery
+        # A SUB connected to the proxy's XPUB received the whole discovery
         # stream; to our own PUB (another uuid, another spelling), our own data.
         for proxy in self.proxies:
             conns.forbid(proxy, "proxy-endpoint")
-        if not self.receive_own:
+        if forbid_own:
             conns.forbid(s.endpoint, "own-endpoint")
         return conns
 

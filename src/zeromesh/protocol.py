@@ -426,6 +426,14 @@ class PeerProtocol:
         """Probed endpoints -> whether their probe is up."""
         return {ep: t is None for ep, t in self._probes.items()}
 
+    def watched_members(self, up: bool = False) -> set[str]:
+        """The uuids of the members we watch (only those whose probe is up)."""
+        return {
+            u
+            for u, k in self.peers.items()
+            if k.endpoint in self._probes and (not up or self._probes[k.endpoint] is None)
+        }
+
     def tombstoned(self, uuid: str, now: float) -> bool:
         return self._tombs.get(uuid, now) is not None
 

@@ -22,7 +22,6 @@ empty subscription and is rebuilt if junk subscriptions pile up.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid as uuidlib
@@ -137,9 +136,7 @@ class Proxy:
         self._bad_log = RateLimitedLog(log, timing.BAD_FRAME_LOG_INTERVAL)
         self._stop = threading.Event()
         #: Wakes the loop's poll on a stop request (the loop sleeps up to PROXY_IDLE_TURN).
-        self._wake_r, self._wake_w = socket.socketpair()
-        for end in (self._wake_r, self._wake_w):
-            end.setblocking(False)
+        self._wake_r, self._wake_w = transport.wake_pair()
         self._done = threading.Event()
         #: Set when the loop died of an exception (see :meth:`wait_done`).
         self.error: BaseException | None = None

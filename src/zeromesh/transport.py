@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -401,6 +402,15 @@ NOBLOCK = int(zmq.NOBLOCK)
 backend_send = zmq.backend.Socket.send
 SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 RCVMORE = int(zmq.RCVMORE)
+
+
+def wake_pair() -> tuple[socket.socket, socket.socket]:
+    """A non-blocking socketpair (read end, write end): one byte written wakes
+    a loop polling the read end (a peer's, the proxy's, an asyncio bridge's)."""
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    return r, w
 
 
 def last_endpoint(sock: zmq.Socket[Any]) -> str:
